@@ -1,0 +1,102 @@
+"""Layer addressing: one rule for every API that takes a ``layer`` argument.
+
+A layer is named exactly as ``model.named_modules()`` names it (``"features.11"``), and the
+tensor it refers to is **that module's output**. So ``"features.11"`` on torchvision's VGG16 is
+the output of a ``ReLU`` (the rectified feature maps ``a``), while ``"features.10"`` is the
+output of the ``Conv2d`` before it (the pre-activation ``z``). A paper layer number (an ``int``
+1..N) is accepted for models from the zoo, whose ``paper_layers`` attribute maps each number to
+a module name (see :func:`deconv.load_model`).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from torch import nn
+
+__all__ = ["UnknownLayerError", "layer_names", "resolve_layer", "get_layer", "paper_layers_of"]
+
+
+class UnknownLayerError(ValueError):
+    """Raised when a layer name or paper layer number does not exist in a model."""
+
+
+def _module_of(model) -> nn.Module:
+    """Return the ``nn.Module`` of a model or of a :class:`~deconv.zoo.LoadedModel`."""
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module) and not isinstance(model, nn.Module):
+        return inner
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"expected a torch.nn.Module or a deconv LoadedModel, got {type(model).__name__}"
+        )
+    return model
+
+
+def paper_layers_of(model) -> dict[int, str]:
+    """Return the paper-layer map ``{1: "features.1", ...}`` of a model (empty if it has none).
+
+    Args:
+        model (nn.Module | LoadedModel): the model.
+    """
+    layers = getattr(model, "layers", None)
+    if isinstance(layers, dict) and not isinstance(model, nn.Module):
+        return dict(layers)
+    return dict(getattr(_module_of(model), "paper_layers", None) or {})
+
+
+def layer_names(model) -> list[str]:
+    """Return every addressable layer name of ``model`` (``named_modules()`` order, root excluded).
+
+    Args:
+        model (nn.Module | LoadedModel): the model.
+    """
+    return [name for name, _ in _module_of(model).named_modules() if name]
+
+
+def resolve_layer(model, layer: str | int) -> str:
+    """Turn a layer name or paper layer number into a ``named_modules()`` name.
+
+    Args:
+        model (nn.Module | LoadedModel): the model.
+        layer (str | int): a module name such as ``"features.11"``, or a paper layer number
+            (``int`` or a digit string) for models that define ``paper_layers``.
+
+    Returns:
+        str: the module name.
+
+    Raises:
+        UnknownLayerError: the name or number does not exist; the message lists valid choices.
+    """
+    names = layer_names(model)
+    paper = paper_layers_of(model)
+    if isinstance(layer, bool) or not isinstance(layer, (str, int)):
+        raise TypeError(f"layer must be a module name (str) or a paper layer number (int), "
+                        f"got {type(layer).__name__}")
+    if isinstance(layer, int) or (isinstance(layer, str) and layer.isdigit() and layer not in names):
+        number = int(layer)
+        if number in paper:
+            return paper[number]
+        hint = (f"paper layers of this model: {sorted(paper)}" if paper else
+                "this model defines no paper layer numbers; use a module name")
+        raise UnknownLayerError(f"unknown paper layer {number}: {hint}. Module names: "
+                                f"{_short_list(names)}")
+    if layer in names:
+        return layer
+    close = difflib.get_close_matches(layer, names, n=3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise UnknownLayerError(
+        f"unknown layer {layer!r}.{hint} Valid names (from model.named_modules()): "
+        f"{_short_list(names)}" + (f"; paper layers: {paper}" if paper else "")
+    )
+
+
+def get_layer(model, layer: str | int) -> nn.Module:
+    """Return the submodule that ``layer`` names (see :func:`resolve_layer`)."""
+    return _module_of(model).get_submodule(resolve_layer(model, layer))
+
+
+def _short_list(names: list[str], limit: int = 60) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names) - limit} more)"

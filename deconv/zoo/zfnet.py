@@ -1,0 +1,135 @@
+"""ZFNet (Zeiler & Fergus 2014, Fig. 3) built from a config, so variants share one code path.
+
+Padding is not stated in the paper. We choose conv1 padding 1, conv2 padding 0, conv3-5
+padding 1 and max-pools 3x3/2 with ``ceil_mode=True`` (Caffe's rounding), which gives the
+paper's sizes for a 224 px input: conv1 110, pool1 55, conv2 26, pool2 13, conv3-5 13, pool5 6.
+"Contrast normalization" is ``nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)`` across
+feature maps, after pooling as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from deconv.zoo.registry import LoadedModel, imagenet_categories, load_checkpoint, register_model
+
+__all__ = ["ZFNet", "ZFNetConfig", "ZFNET_CONFIGS"]
+
+
+@dataclass(frozen=True)
+class ZFNetConfig:
+    """Hyper-parameters of a ZFNet-family network.
+
+    Attributes:
+        input_size (int): side of the square input.
+        in_channels (int): input colour channels.
+        num_classes (int): outputs of the last linear layer.
+        widths (tuple[int, ...]): filters of conv1..conv5.
+        conv1 (tuple[int, int, int]): (kernel, stride, padding) of conv1; (7, 2, 1) in the paper,
+            (11, 4, 2) for the AlexNet-style ablation.
+        conv2 (tuple[int, int, int]): (kernel, stride, padding) of conv2.
+        fc (int): width of fc6 and fc7.
+        dropout (float): dropout probability before fc7 and the classifier.
+        lrn (bool): use local response (contrast) normalization after pool1 and pool2.
+    """
+
+    input_size: int = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+    widths: tuple[int, ...] = (96, 256, 384, 384, 256)
+    conv1: tuple[int, int, int] = (7, 2, 1)
+    conv2: tuple[int, int, int] = (5, 2, 0)
+    fc: int = 4096
+    dropout: float = 0.5
+    lrn: bool = True
+
+
+ZFNET_CONFIGS: dict[str, ZFNetConfig] = {
+    "paper": ZFNetConfig(),
+    "paper-alexnet-conv1": replace(ZFNetConfig(), conv1=(11, 4, 2)),
+}
+
+
+def _pool() -> nn.MaxPool2d:
+    return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+
+
+class ZFNet(nn.Module):
+    """ZFNet: ``features`` (conv/ReLU/pool/LRN), ``flatten``, ``classifier`` (fc6, fc7, fc8).
+
+    Module names: ``features.0`` conv1, ``.1`` ReLU1, ``.2`` pool1, ``.3`` norm1, ``.4`` conv2,
+    ``.5`` ReLU2, ``.6`` pool2, ``.7`` norm2, ``.8``/``.9`` conv3/ReLU3, ``.10``/``.11``
+    conv4/ReLU4, ``.12``/``.13`` conv5/ReLU5, ``.14`` pool5; ``classifier.0``/``.1`` fc6/ReLU6,
+    ``.2`` dropout, ``.3``/``.4`` fc7/ReLU7, ``.5`` dropout, ``.6`` fc8 (logits).
+
+    Args:
+        config (ZFNetConfig): the architecture.
+    """
+
+    paper_layer_modules = {1: "features.1", 2: "features.5", 3: "features.9", 4: "features.11",
+                           5: "features.13", 6: "classifier.1", 7: "classifier.4"}
+
+    def __init__(self, config: ZFNetConfig = ZFNetConfig()):
+        super().__init__()
+        self.config = config
+        w = config.widths
+        k1, s1, p1 = config.conv1
+        k2, s2, p2 = config.conv2
+
+        def norm() -> nn.Module:
+            return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0) if config.lrn \
+                else nn.Identity()
+
+        self.features = nn.Sequential(
+            nn.Conv2d(config.in_channels, w[0], k1, s1, p1), nn.ReLU(), _pool(), norm(),
+            nn.Conv2d(w[0], w[1], k2, s2, p2), nn.ReLU(), _pool(), norm(),
+            nn.Conv2d(w[1], w[2], 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(w[2], w[3], 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(w[3], w[4], 3, 1, 1), nn.ReLU(), _pool(),
+        )
+        with torch.no_grad():
+            side = self.features(torch.zeros(1, config.in_channels, config.input_size,
+                                             config.input_size)).shape[-1]
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Sequential(
+            nn.Linear(w[4] * side * side, config.fc), nn.ReLU(), nn.Dropout(config.dropout),
+            nn.Linear(config.fc, config.fc), nn.ReLU(), nn.Dropout(config.dropout),
+            nn.Linear(config.fc, config.num_classes),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialization: weights N(0, 0.01^2), biases 0."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, 1e-2)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [N, num_classes] of images [N, in_channels, input_size, input_size]."""
+        return self.classifier(self.flatten(self.features(x)))
+
+
+@register_model("zfnet", source="ZFNet architecture (Zeiler & Fergus 2014, Fig. 3), built here",
+                licence="MIT (this repository)", offline=True,
+                description="random init (N(0, 0.01)) unless a checkpoint path is given")
+def build_zfnet(weights: str | None = "default", config: str | ZFNetConfig = "paper",
+                seed: int = 0) -> LoadedModel:
+    """ZFNet with the paper's random init (seeded) or a checkpoint (``weights=<path>``)."""
+    cfg = ZFNET_CONFIGS[config] if isinstance(config, str) else config
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ZFNet(cfg)
+    trained = weights not in (None, "default")
+    if trained:
+        load_checkpoint(model, weights)
+    categories = imagenet_categories() if cfg.num_classes == 1000 else None
+    return LoadedModel(
+        model=model, name="zfnet",
+        source=f"ZFNet ({'checkpoint ' + str(weights) if trained else 'random init, seed ' + str(seed)})",
+        layers=dict(ZFNet.paper_layer_modules), categories=categories,
+        input_size=cfg.input_size, licence="MIT (this repository)",
+    )
