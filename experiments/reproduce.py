@@ -1,0 +1,75 @@
+"""Run every experiment of the offline default in order: ``make reproduce`` calls this.
+
+Each step is one script of ``experiments/`` run in-process through its ``main(argv)``; a step
+that fails is reported and the others still run (finished results are never lost). The exit
+status is non-zero if any step failed. A timing summary goes to ``results/reproduce.json``.
+
+Usage: ``python experiments/reproduce.py [--quick] [--only NAME ...] [--bench]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# (script, extra arguments); ``--quick`` is appended for smoke runs. Benchmarks run with --bench.
+STEPS: list[tuple[str, list[str]]] = [
+    ("models_smoke", []),
+]
+BENCHMARKS: list[tuple[str, list[str]]] = []
+
+
+def run_step(script: str, argv: list[str]) -> None:
+    """Import ``experiments/<script>.py`` and call its ``main(argv)``."""
+    spec = importlib.util.spec_from_file_location(f"experiments.{script}", HERE / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the steps; returns 0 when all succeeded."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run of every step")
+    parser.add_argument("--bench", action="store_true", help="run the benchmarks instead")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these steps")
+    args = parser.parse_args(argv)
+    steps = BENCHMARKS if args.bench else STEPS
+    if args.only:
+        steps = [s for s in steps if s[0] in args.only]
+    summary = {}
+    total = time.perf_counter()
+    for script, extra in steps:
+        step_argv = extra + (["--quick"] if args.quick else [])
+        print(f"\n=== {script} {' '.join(step_argv)}", flush=True)
+        start = time.perf_counter()
+        try:
+            run_step(script, step_argv)
+            status = "ok"
+        except Exception:  # keep going: one failed figure must not lose the others
+            traceback.print_exc()
+            status = "failed"
+        summary[script] = {"status": status, "seconds": round(time.perf_counter() - start, 1)}
+        print(f"=== {script}: {status} in {summary[script]['seconds']} s", flush=True)
+    summary["total_seconds"] = round(time.perf_counter() - total, 1)
+    if not args.quick and not args.only:
+        name = "bench_summary.json" if args.bench else "reproduce.json"
+        (ROOT / "results").mkdir(exist_ok=True)
+        (ROOT / "results" / name).write_text(json.dumps(summary, indent=1) + "\n")
+    failed = [s for s, v in summary.items() if isinstance(v, dict) and v["status"] != "ok"]
+    print(f"\n{len(steps) - len(failed)} steps ok, {len(failed)} failed {failed or ''}"
+          f" in {summary['total_seconds']} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
