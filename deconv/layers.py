@@ -73,7 +73,8 @@ def resolve_layer(model, layer: str | int) -> str:
     if isinstance(layer, bool) or not isinstance(layer, (str, int)):
         raise TypeError(f"layer must be a module name (str) or a paper layer number (int), "
                         f"got {type(layer).__name__}")
-    if isinstance(layer, int) or (isinstance(layer, str) and layer.isdigit() and layer not in names):
+    is_number = isinstance(layer, int) or (layer.isdigit() and layer not in names)
+    if is_number:
         number = int(layer)
         if number in paper:
             return paper[number]

@@ -127,9 +127,9 @@ def build_zfnet(weights: str | None = "default", config: str | ZFNetConfig = "pa
     if trained:
         load_checkpoint(model, weights)
     categories = imagenet_categories() if cfg.num_classes == 1000 else None
+    origin = f"checkpoint {weights}" if trained else f"random init, seed {seed}"
     return LoadedModel(
-        model=model, name="zfnet",
-        source=f"ZFNet ({'checkpoint ' + str(weights) if trained else 'random init, seed ' + str(seed)})",
+        model=model, name="zfnet", source=f"ZFNet ({origin})",
         layers=dict(ZFNet.paper_layer_modules), categories=categories,
         input_size=cfg.input_size, licence="MIT (this repository)",
     )

@@ -1,0 +1,7 @@
+"""``python -m deconv.cli``."""
+
+import sys
+
+from deconv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""Layer addressing: names, paper numbers and the errors for bad ones."""
+
+import pytest
+import torch
+from torch import nn
+
+import deconv
+from deconv.layers import UnknownLayerError, get_layer, layer_names, resolve_layer
+
+
+@pytest.fixture(scope="module")
+def zfnet():
+    return deconv.load_model("zfnet")
+
+
+def test_module_names_resolve_to_themselves(zfnet):
+    for name in layer_names(zfnet):
+        assert resolve_layer(zfnet, name) == name
+
+
+def test_paper_numbers_map_to_rectified_outputs(zfnet):
+    for number in range(1, 8):
+        name = resolve_layer(zfnet, number)
+        assert isinstance(get_layer(zfnet, number), nn.ReLU), name
+        assert resolve_layer(zfnet.model, number) == name  # the nn.Module knows them too
+        assert resolve_layer(zfnet, str(number)) == name
+
+
+def test_unknown_name_lists_valid_names_and_suggests(zfnet):
+    with pytest.raises(UnknownLayerError) as info:
+        resolve_layer(zfnet, "features.99")
+    message = str(info.value)
+    assert "features.9" in message and "Did you mean" in message and "classifier.6" in message
+
+
+def test_unknown_paper_number(zfnet):
+    with pytest.raises(UnknownLayerError, match="paper layers of this model"):
+        resolve_layer(zfnet, 9)
+
+
+def test_plain_model_without_paper_layers():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    assert resolve_layer(model, "1") == "1"  # a digit string that is a module name stays a name
+    with pytest.raises(UnknownLayerError, match="defines no paper layer numbers"):
+        resolve_layer(model, 5)
+
+
+def test_bad_types():
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        resolve_layer("not a model", "x")
+    with pytest.raises(TypeError, match="layer must be"):
+        resolve_layer(nn.Linear(2, 2), 1.5)
+
+
+def test_tensor_is_module_output(zfnet):
+    """The docs promise: a layer name refers to that module's output."""
+    seen = {}
+    handle = get_layer(zfnet, 1).register_forward_hook(lambda m, i, o: seen.update(out=o))
+    try:
+        x = torch.randn(1, 3, 224, 224)
+        zfnet.model(x)
+    finally:
+        handle.remove()
+    expected = torch.relu(zfnet.model.features[0](x))
+    torch.testing.assert_close(seen["out"], expected)
