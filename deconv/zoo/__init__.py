@@ -1,6 +1,6 @@
 """The model zoo: ``list_models()``, ``load_model(name)`` and the registry behind them."""
 
-from deconv.zoo import torchvision_models, zfnet  # noqa: F401  (registration side effects)
+from deconv.zoo import efficientnet_lite0, hed_vgg16, torchvision_models, zfnet  # noqa: F401  (registration side effects)
 from deconv.zoo.registry import (
     LoadedModel,
     ModelInfo,
