@@ -1,0 +1,118 @@
+"""Forward hooks that hand each requested layer's output to a reducer the moment it exists.
+
+Reducing inside the hook (instead of storing the output) is what keeps streaming statistics
+cheap and correct with torchvision's ``ReLU(inplace=True)``: the tensor is read before any
+later inplace op can change it, and nothing of its size outlives the hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from deconv.layers import _module_of, resolve_layer
+
+__all__ = ["LayerTaps", "ReusedModuleError"]
+
+
+class ReusedModuleError(RuntimeError):
+    """Raised when a tapped module runs more than once in one forward pass (e.g. ResNet's relu)."""
+
+
+class _StopForward(Exception):
+    """Raised by the last tap to skip the rest of the network (nothing after it is needed)."""
+
+
+class LayerTaps:
+    """Context manager that calls ``reducer(layer_name, output)`` for each tapped layer.
+
+    On entering, the model is put in eval mode and one forward hook per layer is registered; on
+    leaving (also after an exception) the hooks are removed and every module's ``training`` flag
+    is restored, so the model is left exactly as it was.
+
+    Args:
+        model (nn.Module | LoadedModel): the network.
+        layers (Sequence[str | int]): layer names or paper layer numbers (see
+            :func:`deconv.resolve_layer`); each means that module's output tensor.
+        reducer (Callable[[str, torch.Tensor], None]): called inside the hook with the module
+            name and its output; must not keep a reference to the output.
+        stop_early (bool): stop the forward pass once every tapped layer has run (the layers
+            after the deepest one are not computed). The first :meth:`run` always runs the full
+            forward, so a module that is called twice per forward is detected.
+
+    Raises:
+        ReusedModuleError: (in :meth:`run`) a tapped module runs more than once per forward.
+    """
+
+    def __init__(self, model, layers: Sequence[str | int],
+                 reducer: Callable[[str, torch.Tensor], None], stop_early: bool = True):
+        self.module = _module_of(model)
+        names = [resolve_layer(model, layer) for layer in layers]
+        self.names = list(dict.fromkeys(names))  # unique, in the order given
+        if not self.names:
+            raise ValueError("give at least one layer to tap")
+        self.reducer = reducer
+        self.stop_early = stop_early
+        self._handles: list = []
+        self._training: dict[nn.Module, bool] = {}
+        self._fired: set[str] = set()
+        self._checked = False
+
+    def __enter__(self) -> LayerTaps:
+        self._training = {m: m.training for m in self.module.modules()}
+        try:
+            self.module.eval()
+            for name in self.names:
+                handle = self.module.get_submodule(name).register_forward_hook(self._hook(name))
+                self._handles.append(handle)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module, training in self._training.items():
+            module.training = training
+        self._training.clear()
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs, output) -> None:
+            if name in self._fired:
+                raise ReusedModuleError(
+                    f"module {name!r} ({type(module).__name__}) runs more than once per forward "
+                    f"pass, so its output is ambiguous; tap a module that runs once (e.g. the "
+                    f"block that contains it)")
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; "
+                                f"choose a module whose output is a single tensor")
+            self._fired.add(name)
+            self.reducer(name, output)
+            if self.stop_early and self._checked and len(self._fired) == len(self.names):
+                raise _StopForward
+
+        return hook
+
+    @torch.no_grad()
+    def run(self, images: torch.Tensor) -> None:
+        """Forward ``images`` through the model, feeding the taps.
+
+        Raises:
+            RuntimeError: a tapped layer did not run (it is not on the path of ``forward``).
+        """
+        if not self._handles:
+            raise RuntimeError("LayerTaps.run() must be called inside a `with LayerTaps(...)`")
+        self._fired = set()
+        try:
+            self.module(images)
+        except _StopForward:
+            pass
+        self._checked = True
+        missing = [n for n in self.names if n not in self._fired]
+        if missing:
+            raise RuntimeError(f"layers {missing} did not run during forward(); they are not "
+                               f"used by the model's forward pass")

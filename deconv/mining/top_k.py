@@ -1,0 +1,207 @@
+"""Streaming top-k mining: the k strongest activations of every channel over a dataset.
+
+This is the data behind Zeiler & Fergus (2014), Fig. 2 ("top 9 activations in a random subset
+of feature maps across the validation data"). One pass, one forward per batch; memory is
+O(layers x channels x k) whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from deconv.layers import _module_of, resolve_layer
+from deconv.mining.result import TopKResult, select_top_k
+from deconv.mining.sources import as_dataset, iter_batches
+from deconv.mining.taps import LayerTaps
+from deconv.samples import ImageFiles
+
+__all__ = ["mine_top_k", "batch_candidates"]
+
+
+def batch_candidates(output: torch.Tensor, per_image: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per image and channel, the ``per_image`` largest activations and their positions.
+
+    Args:
+        output (torch.Tensor): a layer output ``[B, C, H, W]`` or ``[B, C]``.
+        per_image (int): candidates per image and channel; 1 gives the spatial max (first
+            position in row-major order on ties).
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor, int]: values ``[C, B * m]``, flat positions
+        ``[C, B * m]`` (image-major: the ``m`` candidates of image 0 first) and ``m``.
+    """
+    if output.ndim == 2:
+        output = output[:, :, None]
+    elif output.ndim == 4:
+        output = output.flatten(2)
+    else:
+        raise ValueError(f"can mine outputs of shape [B, C, H, W] or [B, C], got "
+                         f"{tuple(output.shape)}; choose a convolutional or linear layer")
+    if per_image == 1:
+        values, positions = output.max(dim=2)  # first maximal position on ties
+        return values.t(), positions.t(), 1
+    m = min(per_image, output.shape[2])
+    values, positions = output.sort(dim=2, descending=True, stable=True)
+    values, positions = values[..., :m], positions[..., :m]
+    b, c = output.shape[:2]
+    return (values.permute(1, 0, 2).reshape(c, b * m),
+            positions.permute(1, 0, 2).reshape(c, b * m), m)
+
+
+def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9, *,
+               per_image: int = 1, batch_size: int = 32, device: str | torch.device | None = None,
+               preprocess: Callable | None = None, id_offset: int = 0, num_workers: int = 0,
+               checkpoint: str | Path | None = None, checkpoint_every: int = 50,
+               resume: bool = True, progress: bool = True, stop_early: bool = True,
+               ) -> TopKResult:
+    """Find, for every channel of each layer, the k strongest activations over a dataset.
+
+    Convention (Zeiler & Fergus, Fig. 2): per image the spatial maximum of each feature map is
+    taken, then the k best images, so the k entries of a channel come from k distinct images.
+    ``per_image=m`` keeps up to ``m`` positions per image instead (the ``m`` largest values of
+    the map, which may be neighbours). Ties are broken by image id, then position, so the
+    result is exact and does not depend on batch size, sharding (:func:`merge_top_k`) or
+    resuming.
+
+    Each layer's output is reduced inside its forward hook (safe with inplace ReLUs); the
+    forward pass stops after the deepest mined layer (``stop_early``). Hooks are removed and
+    the model's train/eval flags and device restored even if an error occurs.
+
+    Args:
+        model (nn.Module | LoadedModel): the network (a LoadedModel also gives ``preprocess``
+            and paper layer numbers).
+        data: a folder of images, a list of images/paths, a tensor ``[N, 3, H, W]``, a Dataset
+            (items: tensor, ``(tensor, ...)`` or ``None`` for a bad image) or a DataLoader
+            (batches: tensor, ``(images, ...)`` or ``None``). Image ids are dataset indices
+            (+ ``id_offset``); for a DataLoader, positions in its stream (or the ids
+            :func:`deconv.samples.collate_skip_bad` returns).
+        layers (Sequence[str | int] | str | int): module names or paper layer numbers.
+        k (int): activations kept per channel.
+        per_image (int): at most this many per image and channel.
+        batch_size (int): images per forward (ignored for a DataLoader).
+        device (str | torch.device | None): where to run; the model is moved there and back.
+        preprocess (Callable | None): PIL image -> model input, for folders and image lists.
+        id_offset (int): added to every image id (give shards disjoint ranges).
+        num_workers (int): DataLoader workers decoding images.
+        checkpoint (str | Path | None): a file to save the running state to every
+            ``checkpoint_every`` batches and at the end; with ``resume`` an unfinished run
+            continues from it (same data, same order), a finished one is returned as is.
+        checkpoint_every (int): batches between checkpoints.
+        resume (bool): continue from ``checkpoint`` if it exists (else start over).
+        progress (bool): show a tqdm bar (images/s, skipped count).
+        stop_early (bool): skip the layers after the deepest mined one.
+
+    Returns:
+        TopKResult: the entries (on CPU), ``images_seen``, ``skipped_ids``; ``meta`` records
+        the run (throughput, settings).
+
+    Raises:
+        ValueError: bad ``k``/``per_image``/``batch_size``, or a checkpoint of another run.
+    """
+    if isinstance(layers, (str, int)):
+        layers = [layers]
+    for name, value in (("k", k), ("per_image", per_image), ("checkpoint_every",
+                                                             checkpoint_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    names = list(dict.fromkeys(resolve_layer(model, layer) for layer in layers))
+    if preprocess is None:
+        preprocess = getattr(model, "preprocess", None) if not isinstance(
+            model, torch.nn.Module) else None
+    module = _module_of(model)
+    dataset = as_dataset(data, preprocess)
+    unit = "items" if dataset is not None else "batches"
+    fingerprint = {"layers": names, "k": k, "per_image": per_image, "id_offset": id_offset,
+                   "source": type(data).__name__, "unit": unit,
+                   "length": len(dataset) if dataset is not None else None}
+
+    result = TopKResult(names, k, per_image)
+    consumed = 0
+    if checkpoint is not None and resume and Path(checkpoint).is_file():
+        result = TopKResult.load(checkpoint)
+        state = result.meta.get("progress", {})
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"checkpoint {checkpoint} belongs to another run "
+                             f"({state.get('fingerprint')}); delete it or pass resume=False")
+        if state.get("complete"):
+            return result
+        consumed = int(state["consumed"])
+        # A DataLoader is read again from its start, so its skipped files are found again.
+        if dataset is None:
+            result.skipped_ids = []
+
+    param = next(module.parameters(), None)
+    home = param.device if param is not None else torch.device("cpu")
+    run_device = torch.device(device) if device is not None else home
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    batches, total = iter_batches(data, batch_size, preprocess, start=consumed,
+                                  num_workers=num_workers)
+    current_ids: list[torch.Tensor] = []
+
+    def reduce(name: str, output: torch.Tensor) -> None:
+        values, positions, m = batch_candidates(output.detach(), per_image)
+        ids = current_ids[0].to(values.device).repeat_interleave(m)[None].expand_as(values)
+        if name not in result.values:
+            size = tuple(output.shape[2:]) if output.ndim == 4 else (1, 1)
+            result.map_sizes[name] = size
+            result.values[name] = values.new_full((values.shape[0], 0), -float("inf"))
+            result.image_ids[name] = ids.new_full((values.shape[0], 0), -1)
+            result.positions[name] = ids.new_full((values.shape[0], 0), -1)
+        area = result.map_sizes[name][0] * result.map_sizes[name][1]
+        v, i, p = select_top_k(
+            torch.cat([result.values[name].to(values), values], 1),
+            torch.cat([result.image_ids[name].to(ids.device), ids], 1),
+            torch.cat([result.positions[name].to(ids.device), positions], 1), k, area)
+        result.values[name], result.image_ids[name], result.positions[name] = v, i, p
+
+    def save(complete: bool) -> None:
+        result.meta["progress"] = {"consumed": consumed, "unit": unit, "complete": complete,
+                                   "fingerprint": fingerprint}
+        if checkpoint is not None:
+            result.to("cpu").save(checkpoint)
+
+    bar = tqdm(total=total, unit="img" if unit == "items" else "batch", disable=not progress,
+               desc=f"mining {len(names)} layer(s)", dynamic_ncols=True)
+    start_time, seen_here, batch_count = time.perf_counter(), 0, 0
+    moved = run_device != home
+    try:
+        if moved:
+            module.to(run_device)
+        with LayerTaps(model, names, reduce, stop_early=stop_early) as taps:
+            for batch in batches:
+                if batch.skipped_ids:
+                    result.skipped_ids.extend(int(i) + id_offset for i in batch.skipped_ids)
+                if len(batch.ids):
+                    current_ids[:] = [batch.ids + id_offset]
+                    taps.run(batch.images.to(run_device, dtype))
+                    result.images_seen += len(batch.ids)
+                    seen_here += len(batch.ids)
+                consumed += batch.consumed if unit == "items" else 1
+                batch_count += 1
+                bar.update(batch.consumed if unit == "items" else 1)
+                rate = seen_here / max(time.perf_counter() - start_time, 1e-9)
+                bar.set_postfix(img_s=f"{rate:.1f}", skipped=result.skipped, refresh=False)
+                if batch_count % checkpoint_every == 0:
+                    save(complete=False)
+    finally:
+        bar.close()
+        if moved:
+            module.to(home)
+    if dataset is None:
+        loader_dataset = getattr(data, "dataset", None)
+        if isinstance(loader_dataset, ImageFiles) and getattr(data, "num_workers", 1) == 0:
+            result.skipped_ids = sorted(int(i) + id_offset for i in loader_dataset.bad)
+    elapsed = time.perf_counter() - start_time
+    result.meta.update({"images_per_second": round(seen_here / elapsed, 2) if elapsed else None,
+                        "order": "value desc, image id asc, position asc",
+                        "convention": "spatial max per image, then k best images"
+                        if per_image == 1 else f"up to {per_image} positions per image"})
+    result = result.to("cpu")
+    save(complete=True)
+    return result
