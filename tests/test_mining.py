@@ -276,3 +276,70 @@ def test_sample_crops_are_documented_and_deterministic():
     assert crops.describe(0) == {"photo": "coffee", "scale": 1.0, "box_ltrb": [0, 0, 400, 400]}
     assert crops.describe(len(crops) - 1)["box_ltrb"] == [400, 200, 600, 400]
     assert crops[3].shape == (3, 32, 32)
+
+
+# --------------------------------------------------------------------------- Fig. 2 crops
+
+
+def square_images() -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Black images, each with one bright 3 x 3 square at a random place."""
+    g = torch.Generator().manual_seed(3)
+    images, corners = torch.zeros(6, 3, 32, 32), []
+    for i in range(6):
+        top, left = torch.randint(0, 29, (2,), generator=g).tolist()
+        images[i, :, top:top + 3, left:left + 3] = 1.0 + 0.1 * i
+        corners.append((top, left))
+    return images, corners
+
+
+def positive_net() -> nn.Sequential:
+    net = nn.Sequential(nn.Conv2d(3, 2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(2, 2, 3), nn.ReLU())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for conv in (net[0], net[3]):
+            conv.weight.uniform_(0.0, 1.0)
+            conv.bias.fill_(-0.5)
+    return net
+
+
+def test_patch_and_projection_crops_line_up_on_a_bright_square(tmp_path):
+    from deconv.deconvnet.explicit import Deconvnet
+    from deconv.figures_topk import crop, render_top_k_figure, top_k_panels, unit_window
+    from deconv.receptive_field import receptive_field
+
+    net, (images, corners) = positive_net(), square_images()
+    result = mine_top_k(net, images, ["4"], k=3, progress=False)
+    field = receptive_field(net, "4", 32)
+    assert field.size == (10, 10) and field.jump == (2, 2)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    for entry in result.top("4", 0):
+        top, left = corners[entry.image_id]
+        window = unit_window(field, entry.y, entry.x)
+        wt, wl, wb, wr = window
+        assert wt <= top and top + 3 <= wb and wl <= left and left + 3 <= wr  # square inside
+        projection = Deconvnet(net).project(images[[entry.image_id]], "4",
+                                            torch.tensor([[0, 0, entry.y, entry.x]]))[0]
+        energy = projection.abs().sum(0)
+        assert float(crop(energy, window).sum()) == pytest.approx(float(energy.sum()))
+        cy, cx = float((energy * ys).sum() / energy.sum()), float((energy * xs).sum() /
+                                                                  energy.sum())
+        assert top - 1 <= cy <= top + 3 and left - 1 <= cx <= left + 3  # centred on the square
+    panels = top_k_panels(net, result, lambda i: images[i], "4", [0, 1], lambda x: x, tile=20)
+    assert [p.channel for p in panels] == [0, 1]
+    assert panels[0].patches.shape == panels[0].projections.shape == (3, 3, 20, 20)
+    assert panels[0].image_ids == [e.image_id for e in result.top("4", 0)]
+    png = render_top_k_figure(panels, tmp_path / "grid.png", title="layer 4")
+    assert png.stat().st_size > 0
+
+
+def test_unit_window_stays_inside_the_image():
+    from deconv.figures_topk import unit_window
+    from deconv.receptive_field import receptive_field
+
+    net = positive_net()
+    field = receptive_field(net, "4", 32)
+    assert unit_window(field, 0, 0) == (0, 0, 10, 10)  # field (-2..8) shifted inside
+    assert unit_window(field, 13, 5) == (22, 8, 32, 18)  # rows 24..34 -> 22..32
+    big = receptive_field(net, "4", 12)  # field 10 of a 12 px image; output 4 x 4
+    assert unit_window(big, 3, 3) == (2, 2, 12, 12)

@@ -1,0 +1,206 @@
+"""Zeiler & Fergus (2014) Fig. 2 panels: the top-k projections beside their image patches.
+
+For one channel of one layer, each mined entry ``(image, y, x)`` gives two crops of the same
+window: the deconvnet projection of that single unit (every other activation of the layer set
+to zero) and the input image. The window is the unit's receptive field (see
+:func:`deconv.receptive_field.receptive_field`), as a square of side ``min(field, image side)``
+centred on the field and shifted to lie inside the image, so fields that reach into the
+padding (or are larger than the image, as at VGG16 conv5 on 128 px crops) still show real
+pixels. Patch and projection always use the same window, so they line up pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deconv.mining.result import TopKResult
+from deconv.receptive_field import receptive_field
+
+__all__ = ["TopKPanel", "unit_window", "crop", "display_projection", "pick_channels",
+           "top_k_panels", "render_top_k_figure", "deconvnet_for"]
+
+
+@dataclass
+class TopKPanel:
+    """The crops of one channel: ``projections`` and ``patches``, ``[n, 3, s, s]`` in [0, 1]."""
+
+    layer: str
+    channel: int
+    values: list[float]
+    image_ids: list[int]
+    projections: torch.Tensor
+    patches: torch.Tensor
+
+
+def unit_window(field, y: int, x: int) -> tuple[int, int, int, int]:
+    """The square display window ``(top, left, bottom, right)`` of unit ``(y, x)``.
+
+    Side ``min(field size, image side)`` per axis, centred on the unit's (unclipped) field,
+    shifted to lie inside the image.
+    """
+    top, left, bottom, right = field.box(y, x, clip=False)
+    h, w = field.input_size
+    out = []
+    for lo, hi, limit in ((top, bottom, h), (left, right, w)):
+        side = min(hi - lo, limit)
+        start = (lo + hi - side) // 2
+        start = min(max(start, 0), limit - side)
+        out.append((start, start + side))
+    (t, b), (left_, r) = out
+    return t, left_, b, r
+
+
+def crop(images: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:
+    """Crop ``[..., H, W]`` to ``(top, left, bottom, right)``."""
+    top, left, bottom, right = window
+    return images[..., top:bottom, left:right]
+
+
+def display_projection(projection: torch.Tensor) -> torch.Tensor:
+    """Map a projection ``[3, h, w]`` to [0, 1] for display: zero is mid-grey, the largest
+    magnitude reaches black or white (one scale for the three colour channels)."""
+    scale = projection.abs().amax()
+    if scale <= 0:
+        return torch.full_like(projection, 0.5)
+    return (projection / (2 * scale) + 0.5).clamp(0, 1)
+
+
+def pick_channels(result: TopKResult, layer: str, count: int, seed: int = 0,
+                  min_entries: int | None = None) -> list[int]:
+    """A random subset of channels (the paper's "random subset of feature maps"), seeded.
+
+    Only channels whose ``min_entries``-th best value is positive (alive on at least that
+    many images; ``k`` by default) are eligible. Returned sorted.
+    """
+    need = (min_entries or result.k) - 1
+    values = result.values[layer]
+    alive = [c for c in range(values.shape[0])
+             if need < values.shape[1] and float(values[c, need]) > 0]
+    rng = random.Random(seed)
+    return sorted(rng.sample(alive, min(count, len(alive))))
+
+
+def deconvnet_for(model, layer: str):
+    """The deconvnet engine for ``layer`` of ``model``: the explicit (paper) one where the path
+    to the layer is a supported chain, else the generic autograd-based one."""
+    from deconv.deconvnet import explicit, generic
+    from deconv.deconvnet.path import UnsupportedModuleError
+
+    engine = explicit.Deconvnet(model)
+    try:
+        engine.path(layer)
+    except UnsupportedModuleError:
+        return generic.GenericDeconvnet(model)
+    return engine
+
+
+def top_k_panels(model, result: TopKResult, image_of: Callable[[int], torch.Tensor],
+                 layer: str, channels: Sequence[int], deprocess: Callable, *, engine=None,
+                 tile: int = 64, chunk_size: int = 32) -> list[TopKPanel]:
+    """Project the top-k units of ``channels`` and crop projections and patches.
+
+    Args:
+        model (nn.Module | LoadedModel): the network that was mined.
+        result (TopKResult): the mining result.
+        image_of (Callable[[int], torch.Tensor]): image id -> preprocessed input ``[3, H, W]``
+            (e.g. ``lambda i: dataset[i]``).
+        layer (str): module name (as in ``result.layers``).
+        channels (Sequence[int]): the channels to show.
+        deprocess (Callable): model input -> pixels in [0, 1] (``LoadedModel.deprocess``).
+        engine: a deconvnet engine with ``project(images, layer, units)``; chosen by default.
+        tile (int): side in pixels of each displayed crop.
+        chunk_size (int): units projected together.
+
+    Returns:
+        list[TopKPanel]: one per channel, entries best first.
+    """
+    engine = engine or deconvnet_for(model, layer)
+    rows, images = [], []
+    for channel in channels:
+        for rank, entry in enumerate(result.top(layer, channel)):
+            rows.append((channel, rank, entry))
+            images.append(image_of(entry.image_id))
+    if not rows:
+        return []
+    batch = torch.stack(images)
+    param = next(engine.module.parameters(), None)
+    if param is not None:
+        batch = batch.to(param.device, param.dtype)
+    units = torch.tensor([[j, c, e.y, e.x] for j, (c, _, e) in enumerate(rows)])
+    projections = engine.project(batch, layer, units, chunk_size=chunk_size).cpu().float()
+    field = receptive_field(model, layer, tuple(batch.shape[-2:]))
+    pixels = deprocess(batch.cpu().float())
+    panels = {c: TopKPanel(layer, c, [], [], [], []) for c in channels}
+    for j, (channel, _, entry) in enumerate(rows):
+        window = unit_window(field, entry.y, entry.x)
+        panel = panels[channel]
+        panel.values.append(entry.value)
+        panel.image_ids.append(entry.image_id)
+        panel.projections.append(_resize(display_projection(crop(projections[j], window)), tile))
+        panel.patches.append(_resize(crop(pixels[j], window), tile))
+    for panel in panels.values():
+        panel.projections = torch.stack(panel.projections) if panel.projections else None
+        panel.patches = torch.stack(panel.patches) if panel.patches else None
+    return [panels[c] for c in channels if panels[c].patches is not None]
+
+
+def _resize(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Resize ``[3, h, w]`` in [0, 1] to ``side`` x ``side`` (nearest when enlarging small
+    fields, so single pixels stay visible; area averaging when shrinking)."""
+    mode = "nearest" if max(image.shape[-2:]) <= side else "area"
+    return torch.nn.functional.interpolate(image[None], size=(side, side), mode=mode)[0]
+
+
+def _mosaic(tiles: torch.Tensor, columns: int = 3, gap: int = 2) -> np.ndarray:
+    n, _, s, _ = tiles.shape
+    rows = int(np.ceil(n / columns))
+    out = np.ones((rows * (s + gap) - gap, columns * (s + gap) - gap, 3), np.float32)
+    for i in range(n):
+        r, q = divmod(i, columns)
+        out[r * (s + gap):r * (s + gap) + s, q * (s + gap):q * (s + gap) + s] = \
+            tiles[i].permute(1, 2, 0).numpy()
+    return out
+
+
+def render_top_k_figure(panels: Sequence[TopKPanel], path: str | Path, title: str = "",
+                        columns: int = 3, gap: int = 6) -> Path:
+    """Write one PNG: a row per channel, its projections (left) beside its patches (right).
+
+    A grey label strip on the left of each row names the channel and its best activation.
+    Drawn with PIL directly (no matplotlib), so files stay small.
+    """
+    from PIL import ImageDraw
+
+    if not panels:
+        raise ValueError("no panels to draw: every chosen channel had no entries")
+    blocks = []
+    for panel in panels:
+        left, right = _mosaic(panel.projections, columns), _mosaic(panel.patches, columns)
+        spacer = np.ones((left.shape[0], gap, 3), np.float32)
+        blocks.append(np.concatenate([left, spacer, right], axis=1))
+    width = max(b.shape[1] for b in blocks)
+    label_w, head = 70, 18 if title else 0
+    height = head + sum(b.shape[0] + gap for b in blocks)
+    canvas = Image.new("RGB", (label_w + width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 3), title, fill="black")
+    y = head
+    for panel, block in zip(panels, blocks):
+        canvas.paste(Image.fromarray((block * 255).round().astype(np.uint8)), (label_w, y))
+        draw.text((4, y + 4), f"ch {panel.channel}", fill="black")
+        draw.text((4, y + 18), f"max {panel.values[0]:.3g}", fill="black")
+        y += block.shape[0] + gap
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A 256-colour palette (no dithering) keeps photo patches at a few hundred KB per figure.
+    canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                    dither=Image.Dither.NONE).save(path, optimize=True)
+    return path
