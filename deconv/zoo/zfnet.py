@@ -5,6 +5,15 @@ padding 1 and max-pools 3x3/2 with ``ceil_mode=True`` (Caffe's rounding), which 
 paper's sizes for a 224 px input: conv1 110, pool1 55, conv2 26, pool2 13, conv3-5 13, pool5 6.
 "Contrast normalization" is ``nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)`` across
 feature maps, after pooling as in the paper.
+
+Scaled configs for small grey images (``fashion``, ``fashion-alexnet-conv1``) keep the same layer
+types and order with fewer filters (32-64-96-96-64, fc 256) and a 64 px input: Fashion-MNIST's
+28 px images are upsampled bilinearly to 64 px and the grey channel is repeated three times
+(:func:`deconv.datasets.fashion_batch_transform`), so the model takes the same ``[N, 3, H, W]``
+input as every model of the zoo and ``LoadedModel.preprocess`` works on any picture. conv2 gets
+padding 2 so that 64 px gives conv1 30, pool1 15, conv2 8, pool2 4, conv3-5 4, pool5 2.
+They use He (Kaiming) initialization: the paper's N(0, 0.01) makes an 8-layer net start with
+activations ~1e-6 of the input and trains too slowly for a 15-minute CPU budget.
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ class ZFNetConfig:
         fc (int): width of fc6 and fc7.
         dropout (float): dropout probability before fc7 and the classifier.
         lrn (bool): use local response (contrast) normalization after pool1 and pool2.
+        init (str): ``"paper"`` (weights N(0, 0.01^2), biases 0) or ``"kaiming"`` (He normal
+            for ReLU layers, biases 0).
+        mean (tuple[float, float, float]): per-channel input mean (pixels in [0, 1]).
+        std (tuple[float, float, float]): per-channel input std.
+        classes (str): name of the label set: ``"imagenet"``, ``"fashion-mnist"`` or ``"none"``.
     """
 
     input_size: int = 224
@@ -45,11 +59,33 @@ class ZFNetConfig:
     fc: int = 4096
     dropout: float = 0.5
     lrn: bool = True
+    init: str = "paper"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    classes: str = "imagenet"
 
+    def __post_init__(self):
+        if self.init not in ("paper", "kaiming"):
+            raise ValueError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
+        if self.classes not in ("imagenet", "fashion-mnist", "none"):
+            raise ValueError(f"classes must be 'imagenet', 'fashion-mnist' or 'none', "
+                             f"got {self.classes!r}")
+        if len(self.widths) != 5:
+            raise ValueError(f"widths must give the 5 conv layers' filters, got {self.widths}")
+
+
+#: Fashion-MNIST statistics of the training images (pixels in [0, 1]), repeated over RGB.
+_FASHION_MEAN, _FASHION_STD = (0.2860,) * 3, (0.3530,) * 3
+
+_FASHION = ZFNetConfig(input_size=64, num_classes=10, widths=(32, 64, 96, 96, 64),
+                       conv1=(7, 2, 1), conv2=(5, 2, 2), fc=256, init="kaiming",
+                       mean=_FASHION_MEAN, std=_FASHION_STD, classes="fashion-mnist")
 
 ZFNET_CONFIGS: dict[str, ZFNetConfig] = {
     "paper": ZFNetConfig(),
     "paper-alexnet-conv1": replace(ZFNetConfig(), conv1=(11, 4, 2)),
+    "fashion": _FASHION,
+    "fashion-alexnet-conv1": replace(_FASHION, conv1=(11, 4, 2)),
 }
 
 
@@ -102,10 +138,13 @@ class ZFNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The paper's initialization: weights N(0, 0.01^2), biases 0."""
+        """Initialize weights per ``config.init`` (paper: N(0, 0.01^2); or He normal), biases 0."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.normal_(m.weight, 0.0, 1e-2)
+                if self.config.init == "paper":
+                    nn.init.normal_(m.weight, 0.0, 1e-2)
+                else:
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +158,8 @@ class ZFNet(nn.Module):
 def build_zfnet(weights: str | None = "default", config: str | ZFNetConfig = "paper",
                 seed: int = 0) -> LoadedModel:
     """ZFNet with the paper's random init (seeded) or a checkpoint (``weights=<path>``)."""
+    if isinstance(config, str) and config not in ZFNET_CONFIGS:
+        raise KeyError(f"unknown ZFNet config {config!r}; choose one of {list(ZFNET_CONFIGS)}")
     cfg = ZFNET_CONFIGS[config] if isinstance(config, str) else config
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -126,10 +167,16 @@ def build_zfnet(weights: str | None = "default", config: str | ZFNetConfig = "pa
     trained = weights not in (None, "default")
     if trained:
         load_checkpoint(model, weights)
-    categories = imagenet_categories() if cfg.num_classes == 1000 else None
+    categories = None
+    if cfg.classes == "imagenet" and cfg.num_classes == 1000:
+        categories = imagenet_categories()
+    elif cfg.classes == "fashion-mnist":
+        from deconv.datasets import FASHION_MNIST_CLASSES
+
+        categories = list(FASHION_MNIST_CLASSES)
     origin = f"checkpoint {weights}" if trained else f"random init, seed {seed}"
     return LoadedModel(
         model=model, name="zfnet", source=f"ZFNet ({origin})",
         layers=dict(ZFNet.paper_layer_modules), categories=categories,
-        input_size=cfg.input_size, licence="MIT (this repository)",
+        input_size=cfg.input_size, mean=cfg.mean, std=cfg.std, licence="MIT (this repository)",
     )

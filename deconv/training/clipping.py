@@ -1,0 +1,55 @@
+"""Feature-scale clipping (Zeiler & Fergus 2014, Sec. 3): cap the RMS of every conv filter.
+
+"We renormalize each filter in the convolutional layers whose RMS value exceeds a fixed radius of
+10^-1 to this fixed radius." A filter is one output channel's weights ``w[o]`` (all input
+channels and taps, bias excluded); its RMS is ``sqrt(mean(w[o] ** 2))``. Applied after every
+optimizer step it keeps a single filter from growing until its feature map dominates (Fig. 6).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["filter_rms", "feature_scale_clip"]
+
+
+def filter_rms(weight: torch.Tensor) -> torch.Tensor:
+    """RMS of each filter of a conv weight ``[out, in, kh, kw]`` -> ``[out]``."""
+    if weight.dim() < 2:
+        raise ValueError(f"expected a conv weight [out, in, ...], got shape {tuple(weight.shape)}")
+    return weight.detach().flatten(1).pow(2).mean(dim=1).sqrt()
+
+
+@torch.no_grad()
+def feature_scale_clip(model: nn.Module, radius: float = 0.1) -> int:
+    """Rescale in place every conv filter whose RMS exceeds ``radius`` to RMS ``radius``.
+
+    Filters at or under the radius are not touched (bit for bit). A clipped filter ends a few
+    units in the last place under the radius, so its RMS never exceeds it. Biases are unchanged.
+
+    Args:
+        model (nn.Module): the network; every ``nn.Conv2d`` (any ``_ConvNd``) is visited.
+        radius (float): the largest RMS allowed (0.1 in the paper).
+
+    Returns:
+        int: how many filters were rescaled.
+
+    Raises:
+        ValueError: ``radius`` is not positive.
+    """
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    clipped = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            weight = module.weight
+            rms = filter_rms(weight)
+            over = rms > radius
+            if bool(over.any()):
+                # a hair under the radius, so rounding never leaves a filter above it
+                margin = 1.0 - 4 * torch.finfo(weight.dtype).eps
+                scale = (radius * margin / rms[over]).to(weight.dtype)
+                weight[over] *= scale.view(-1, *([1] * (weight.dim() - 1)))
+                clipped += int(over.sum())
+    return clipped
