@@ -1,0 +1,15 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014, Fig. 7): :func:`occlusion_sweep` and its parts."""
+
+from deconv.occlusion.engines import (
+    OccludedBatch,
+    evaluate_occluded,
+    occlusion_methods,
+    register_occlusion_engine,
+)
+from deconv.occlusion.fills import FILL_NAMES, gaussian_blur, make_fill
+from deconv.occlusion.grid import grid_starts, occluder_boxes, window_average
+from deconv.occlusion.sweep import OcclusionResult, occlusion_sweep
+
+__all__ = ["FILL_NAMES", "OccludedBatch", "OcclusionResult", "evaluate_occluded",
+           "gaussian_blur", "grid_starts", "make_fill", "occluder_boxes", "occlusion_methods",
+           "occlusion_sweep", "register_occlusion_engine", "window_average"]

@@ -1,0 +1,112 @@
+"""What fills the occluder: the mean pixel, the image mean, black, zero, a blur, or a number.
+
+Every fill is returned as a full-size replacement image ``[C, H, W]`` in the model's input
+space; the occluded image takes the fill's pixels inside the window and its own outside.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["FILL_NAMES", "make_fill", "gaussian_blur"]
+
+#: Named fills accepted by :func:`make_fill` (besides a number or a tensor).
+FILL_NAMES = ("mean", "image_mean", "zero", "black", "blur")
+
+
+def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *, patch: tuple[int, int],
+              normalize=None) -> tuple[torch.Tensor, str]:
+    """Build the replacement image for an occluder.
+
+    Args:
+        fill (str | float | torch.Tensor): one of
+
+            * ``"mean"`` — the model's mean pixel (the paper's grey square): 0 in the input of a
+              model that subtracts its training mean (every zoo model; for a bare
+              ``nn.Module`` we assume its input is mean-subtracted the same way);
+            * ``"image_mean"`` — this image's per-channel mean;
+            * ``"zero"`` — the value 0 of the model input (captum's default baseline; equal to
+              ``"mean"`` for mean-subtracted inputs);
+            * ``"black"`` — black pixels (needs ``normalize``, i.e. a zoo ``LoadedModel``);
+            * ``"blur"`` — the same image blurred with a Gaussian of sigma ``max(patch) / 4``;
+            * a number — that value in the model input space (like captum's ``baselines``);
+            * a tensor ``[C]`` (one value per channel) or ``[C, H, W]``, in input space.
+        image (torch.Tensor): the model input ``[C, H, W]``.
+        patch (tuple[int, int]): occluder size (sets the blur width).
+        normalize (Callable[[torch.Tensor], torch.Tensor] | None): pixels in [0, 1] -> model
+            input, when known (``LoadedModel.normalize``).
+
+    Returns:
+        tuple[torch.Tensor, str]: the fill ``[C, H, W]`` (dtype and device of ``image``) and a
+        short description for captions.
+
+    Raises:
+        ValueError: unknown name, non-finite value, or a tensor of the wrong shape.
+        TypeError: a fill of another type.
+    """
+    channels = image.shape[0]
+    like = {"dtype": image.dtype, "device": image.device}
+    if isinstance(fill, str):
+        if fill == "mean":
+            return torch.zeros_like(image), "the model's mean pixel (0 in its normalized input)"
+        if fill == "image_mean":
+            return (image.mean(dim=(1, 2), keepdim=True).expand_as(image).clone(),
+                    "the image's mean colour")
+        if fill == "zero":
+            return torch.zeros_like(image), "0 in the model input"
+        if fill == "black":
+            if normalize is None:
+                raise ValueError("fill='black' needs to know the model's normalization: pass a "
+                                 "deconv LoadedModel, or give the black value as a number")
+            return normalize(torch.zeros_like(image)), "black"
+        if fill == "blur":
+            sigma = max(patch) / 4
+            return gaussian_blur(image, sigma), f"the image blurred (Gaussian sigma {sigma:g} px)"
+        raise ValueError(f"unknown fill {fill!r}; use one of {FILL_NAMES}, a number or a tensor")
+    if isinstance(fill, bool):
+        raise TypeError("fill must be a name, a number or a tensor, not a bool")
+    if isinstance(fill, numbers.Real):
+        if not math.isfinite(float(fill)):
+            raise ValueError(f"fill must be finite, got {fill}")
+        return torch.full_like(image, float(fill)), f"{float(fill):g} in the model input"
+    if isinstance(fill, torch.Tensor):
+        value = fill.to(**like)
+        if not torch.isfinite(value).all():
+            raise ValueError("fill tensor contains NaN or inf")
+        if value.shape == (channels,):
+            return value.view(-1, 1, 1).expand_as(image).clone(), "a per-channel value"
+        if value.shape == image.shape:
+            return value.clone(), "a replacement image"
+        raise ValueError(f"fill tensor must have shape [{channels}] or {list(image.shape)}, "
+                         f"got {list(value.shape)}")
+    raise TypeError(f"fill must be one of {FILL_NAMES}, a number or a tensor, "
+                    f"got {type(fill).__name__}")
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``[C, H, W]`` with replicated borders.
+
+    Args:
+        image (torch.Tensor): ``[C, H, W]``.
+        sigma (float): standard deviation in pixels (> 0).
+
+    Returns:
+        torch.Tensor: the blurred image, same shape and dtype.
+    """
+    if not sigma > 0:
+        raise ValueError(f"blur sigma must be positive, got {sigma}")
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = image.shape[0]
+    x = image.unsqueeze(0)
+    x = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return x.squeeze(0)
