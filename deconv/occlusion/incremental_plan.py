@@ -180,7 +180,7 @@ def _module_stage(node: fx.Node, module: nn.Module) -> Stage | str | None:
         if module.return_indices:
             return f"{target} ({kind_name}) returns indices"
         return Stage(node.name, target, "spatial", module, module=module,
-                     geometry=_pool_geometry(module), pad_value=0.0)
+                     geometry=_pool_geometry(module), pad_value=-math.inf)
     if isinstance(module, nn.AvgPool2d):
         return Stage(node.name, target, "spatial", module, module=module,
                      geometry=_pool_geometry(module))

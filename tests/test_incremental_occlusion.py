@@ -1,0 +1,308 @@
+"""Incremental occlusion (Krypton) gives the same outputs as running the model on occluded images.
+
+The reference is :func:`naive_occlusion_outputs` (a batched forward of the occluded images),
+itself checked against a one-image-at-a-time loop; everything runs in float64 on small nets.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deconv.occlusion.incremental import (
+    IncrementalOcclusion,
+    naive_occlusion_outputs,
+    occlude_images,
+    supports,
+)
+from deconv.occlusion.incremental_plan import SpatialGeometry, affected_range
+
+TOL64 = 1e-10
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def _boxes(h: int, w: int, sizes: tuple[int, ...], stride: int) -> torch.Tensor:
+    """Squares of each size at every stride step, plus ones hanging over each border."""
+    rows = []
+    for s in sizes:
+        for y in range(-s // 2, h, stride):
+            for x in range(-s // 2, w, stride):
+                rows.append((y, y + s, x, x + s))
+        rows += [(0, s, 0, s), (h - s, h, w - s, w), (0, h, 0, w), (h - 1, h, w - 1, w)]
+    return torch.tensor(rows)
+
+
+def _random_net(seed: int, in_size: int) -> nn.Sequential:
+    """A random chain of convs/pools/pointwise layers (odd kernels, strides, dilation, ceil)."""
+    rng = random.Random(seed)
+    layers: list[nn.Module] = []
+    channels, size = 3, in_size
+    for _ in range(rng.randint(3, 6)):
+        choice = rng.choice(["conv", "conv", "max", "avg", "point"])
+        if choice == "conv" or size < 4:
+            k, s, d = rng.choice([1, 2, 3, 5]), rng.choice([1, 1, 2, 3]), rng.choice([1, 1, 2])
+            p = rng.randint(0, (k * d) // 2)
+            if (size + 2 * p - d * (k - 1) - 1) // s + 1 < 2:
+                k, s, d, p = 3, 1, 1, 1
+            out = rng.choice([2, 4, 5])
+            layers.append(nn.Conv2d(channels, out, k, s, p, d, groups=rng.choice([1, 1])))
+            channels = out
+        elif choice == "max":
+            k = rng.choice([2, 3])
+            layers.append(nn.MaxPool2d(k, rng.choice([1, 2]), rng.randint(0, k // 2),
+                                       dilation=rng.choice([1, 2]) if k == 2 else 1,
+                                       ceil_mode=rng.random() < 0.5))
+        elif choice == "avg":
+            k = rng.choice([2, 3])
+            layers.append(nn.AvgPool2d(k, rng.choice([1, 2]), rng.randint(0, k // 2),
+                                       ceil_mode=rng.random() < 0.5,
+                                       count_include_pad=rng.random() < 0.5))
+        else:
+            layers.append(rng.choice([nn.ReLU(inplace=True), nn.Tanh(),
+                                      nn.BatchNorm2d(channels), nn.LocalResponseNorm(3),
+                                      nn.Dropout(0.3)]))
+        with torch.no_grad():
+            size = nn.Sequential(*layers)(torch.zeros(1, 3, in_size, in_size)).shape[-1]
+    net = nn.Sequential(*layers)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return net.double().eval()
+
+
+class _Head(nn.Module):
+    """A conv stack, an adaptive pool (identity or not), torch.flatten and a linear head."""
+
+    def __init__(self, pool: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 5, 2, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.LocalResponseNorm(5, alpha=1e-2, k=2.0), nn.Conv2d(6, 8, 3, 1, 1, dilation=1),
+            nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.avgpool = nn.AdaptiveAvgPool2d(pool)
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(8 * pool * pool, 16),
+                                        nn.ReLU(inplace=True), nn.Linear(16, 7))
+
+    def forward(self, x):
+        x = F.relu(self.features(x))
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv1(x))
+        y = y + self.conv2(y)
+        return self.fc(y.mean((2, 3)))
+
+
+def _state(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _check(model, image, fill, boxes, *, capture=None, reduce="sum", batch_size=7):
+    engine = IncrementalOcclusion(model, image, fill, capture=capture, reduce=reduce,
+                                  batch_size=batch_size)
+    assert engine.incremental, engine.reason
+    got = engine.outputs(boxes)
+    want = naive_occlusion_outputs(model, image, fill, boxes, capture=capture, reduce=reduce,
+                                   batch_size=5)
+    assert got.output.shape == want.output.shape
+    torch.testing.assert_close(got.output, want.output, rtol=0, atol=TOL64)
+    if capture is not None:
+        assert got.captured.shape == want.captured.shape
+        scale = max(1.0, float(want.captured.abs().max()))
+        torch.testing.assert_close(got.captured, want.captured, rtol=0, atol=TOL64 * scale)
+    return engine, got
+
+
+def test_naive_reference_equals_one_image_at_a_time():
+    _seed(0)
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 23, 19, dtype=torch.float64)
+    boxes = torch.tensor([(0, 5, 0, 5), (10, 23, 3, 4), (-2, 3, 17, 30)])
+    fill = torch.randn(3, dtype=torch.float64)
+    naive = naive_occlusion_outputs(model, image, fill, boxes, batch_size=2).output
+    for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
+        x = image.clone()
+        x[:, max(y0, 0):y1, max(x0, 0):x1] = fill.view(3, 1, 1)
+        torch.testing.assert_close(naive[i], model(x[None])[0], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_chains_match_naive(seed):
+    _seed(seed)
+    size = random.Random(seed).choice([16, 17, 23, 29, 31])
+    model = _random_net(seed, size)
+    image = torch.randn(3, size, size + 3, dtype=torch.float64)
+    boxes = _boxes(size, size + 3, sizes=(1, 4, 9), stride=5)
+    fill = torch.randn(3, dtype=torch.float64)
+    before = _state(model)
+    _check(model, image, fill, boxes, capture=None, batch_size=random.Random(seed).choice(
+        [1, 3, 16, 1000]))
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("pool", [4, 2])  # 4: identity at 30 px (stays spatial), 2: head
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 64])
+def test_classifier_head_and_captures(pool, batch_size):
+    _seed(1)
+    model = _Head(pool).double().eval()
+    image = torch.randn(3, 30, 30, dtype=torch.float64)
+    fill = torch.randn(3, 30, 30, dtype=torch.float64)  # a per-pixel fill image
+    boxes = _boxes(30, 30, sizes=(1, 7, 30), stride=6)
+    for capture in ("features.3", "features.6", "features", "avgpool", "classifier.2"):
+        engine, _ = _check(model, image, fill, boxes, capture=capture, batch_size=batch_size)
+    engine, _ = _check(model, image, fill, boxes[:9], capture="features.5", reduce=None)
+    torch.testing.assert_close(engine.reference.output, model(image[None]), rtol=0, atol=TOL64)
+
+
+def test_whole_image_and_outside_boxes():
+    _seed(2)
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 21, 21, dtype=torch.float64)
+    boxes = torch.tensor([(0, 21, 0, 21), (-5, 40, -5, 40), (30, 40, 0, 5), (0, 1, 0, 1)])
+    _, got = _check(model, image, 0.0, boxes, batch_size=4)
+    torch.testing.assert_close(got.output[2], model(image[None])[0], rtol=0, atol=TOL64)
+
+
+def test_conv_stack_without_head_outputs_last_map():
+    _seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
+                          nn.MaxPool2d(2, 2, ceil_mode=True), nn.Conv2d(4, 5, 3, padding=2,
+                                                                          dilation=2)).double()
+    image = torch.randn(3, 19, 17, dtype=torch.float64)
+    _, got = _check(model.eval(), image, 0.5, _boxes(19, 17, (3,), 4), capture="1")
+    assert got.output.shape[1:] == (5, 10, 9)
+
+
+def test_float32_zfnet_probabilities():
+    from deconv import load_model
+
+    loaded = load_model("zfnet", config="fashion")
+    model = loaded.model.eval()
+    _seed(4)
+    image = torch.randn(3, 64, 64)
+    boxes = _boxes(64, 64, sizes=(12,), stride=13)
+    engine = IncrementalOcclusion(loaded, image, 0.0, capture="features.9", batch_size=16)
+    got = engine.outputs(boxes)
+    want = naive_occlusion_outputs(model, image, 0.0, boxes, capture="features.9")
+    assert (got.output.softmax(1) - want.output.softmax(1)).abs().max() < 1e-5
+    torch.testing.assert_close(got.captured, want.captured, rtol=1e-4, atol=1e-3)
+
+
+def test_affected_range_matches_brute_force():
+    g = SpatialGeometry(kernel=3, stride=2, pad=1, dilation=2)
+    n_in, n_out = 17, 9
+    for r0 in range(n_in):
+        for r1 in range(r0 + 1, n_in + 1):
+            o0, o1 = affected_range(torch.tensor([r0]), torch.tensor([r1]), g, n_out)
+            hit = [o for o in range(n_out)
+                   if any(r0 <= o * g.stride - g.pad + j * g.dilation < r1 for j in range(3))]
+            if not hit:  # the range falls between dilated taps
+                continue
+            assert hit[0] >= o0 and hit[-1] < o1  # a contiguous superset of the touched outputs
+            assert o1 - o0 <= hit[-1] - hit[0] + 1 + 2  # and not much more (dilation holes)
+
+
+def test_fallback_for_residual_model_warns_and_matches():
+    _seed(5)
+    model = _Residual().double().eval()
+    ok, reason = supports(model)
+    assert not ok and "add" in reason
+    image = torch.randn(3, 16, 16, dtype=torch.float64)
+    boxes = _boxes(16, 16, (5,), 6)
+    with pytest.warns(UserWarning, match="add"):
+        engine = IncrementalOcclusion(model, image, 0.0, capture="conv2")
+    assert not engine.incremental
+    got = engine.outputs(boxes)
+    for i in range(len(boxes)):
+        occluded = occlude_images(image, torch.zeros_like(image), boxes[i:i + 1])
+        torch.testing.assert_close(got.output[i], model(occluded)[0], rtol=0, atol=TOL64)
+
+
+def test_training_mode_and_unknown_layer_are_unsupported():
+    model = _Head(2).double()
+    assert not supports(model.train())[0]
+    model.eval()
+    odd = nn.Sequential(nn.Conv2d(3, 3, 3), nn.Upsample(scale_factor=2)).eval()
+    ok, reason = supports(odd)
+    assert not ok and "Upsample" in reason
+
+
+def test_no_hooks_left_and_model_unchanged():
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 20, 20, dtype=torch.float64)
+    engine = IncrementalOcclusion(model, image, 0.0, capture="features.5")
+    engine.outputs(_boxes(20, 20, (4,), 8))
+    naive_occlusion_outputs(model, image, 0.0, torch.tensor([[0, 4, 0, 4]]), capture="features.5")
+    assert not model.training
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+        if hasattr(m, "inplace"):
+            assert m.inplace is True or not isinstance(m, nn.ReLU)
+
+
+def test_bad_arguments():
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 20, 20, dtype=torch.float64)
+    with pytest.raises(ValueError, match="fill"):
+        IncrementalOcclusion(model, image, torch.zeros(2))
+    with pytest.raises(ValueError, match="unknown layer"):
+        IncrementalOcclusion(model, image, 0.0, capture="nope")
+    with pytest.raises(ValueError, match="max_fraction"):
+        IncrementalOcclusion(model, image, 0.0, max_fraction=0)
+    with pytest.raises(ValueError, match="boxes"):
+        IncrementalOcclusion(model, image, 0.0).outputs(torch.zeros(3, 2))
+
+
+def test_approximate_mode_is_exact_at_full_fraction_and_close_below():
+    _seed(6)
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 40, 40, dtype=torch.float64)
+    boxes = _boxes(40, 40, (8,), 8)
+    exact = IncrementalOcclusion(model, image, 0.0).outputs(boxes).output
+    full = IncrementalOcclusion(model, image, 0.0, max_fraction=1.0).outputs(boxes).output
+    torch.testing.assert_close(full, exact, rtol=0, atol=TOL64)
+    approx = IncrementalOcclusion(model, image, 0.0, max_fraction=0.3).outputs(boxes).output
+    assert torch.isfinite(approx).all()
+    assert not torch.allclose(approx, exact)  # the cap did cut the projective field
+    assert math.isclose(float(torch.corrcoef(torch.stack([approx.flatten(),
+                                                          exact.flatten()]))[0, 1]), 1.0,
+                        abs_tol=0.2)
+
+
+def test_registered_as_sweep_engine():
+    engines = pytest.importorskip("deconv.occlusion.engines")
+    if "incremental" not in engines.occlusion_methods():
+        pytest.skip("the sweep's engine registry does not import the incremental engine")
+    _seed(7)
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 24, 24, dtype=torch.float64)
+    fill = torch.zeros_like(image)
+    boxes = torch.tensor([(y, y + 6, x, x + 6) for y in range(0, 19, 3) for x in range(0, 19, 3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = engines.evaluate_occluded(model, image, fill, boxes, layer="features.4",
+                                         method="incremental")
+    slow = engines.evaluate_occluded(model, image, fill, boxes, layer="features.4",
+                                     method="naive")
+    torch.testing.assert_close(fast.output, slow.output, rtol=0, atol=TOL64)
+    torch.testing.assert_close(fast.layer_totals, slow.layer_totals, rtol=0, atol=1e-9)
