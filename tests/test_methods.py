@@ -1,0 +1,209 @@
+"""The method registry: every method runs, returns maps of the input's size, leaves no trace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from deconv.methods import (
+    attribute,
+    last_conv_layer,
+    list_methods,
+    method_info,
+    normalize_for_display,
+    reduce_channels,
+    register_method,
+)
+from deconv.methods.registry import as_target
+
+SMALL_OCCLUSION = {"patch": 4, "stride": 2}
+
+
+def options_for(method: str) -> dict:
+    if "occlusion" in method:
+        return dict(SMALL_OCCLUSION)
+    if "integrated" in method:
+        return {"n_steps": 8}
+    return {}
+
+
+def tiny_model(inplace: bool = False, batch_norm: bool = True) -> nn.Module:
+    """Conv / ReLU / max-pool / conv / (BN) / ReLU / pool / linear, distinct ReLU modules."""
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=inplace), nn.MaxPool2d(2),
+              nn.Conv2d(6, 8, 3, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5)]
+    model = nn.Sequential(*layers).eval()
+    if batch_norm:
+        with torch.no_grad():  # non-trivial statistics, so a BN bug would show
+            model[4].running_mean.uniform_(-0.5, 0.5)
+            model[4].running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def hooks_left(model: nn.Module) -> list[str]:
+    names = []
+    for name, m in model.named_modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                     "_backward_pre_hooks"):
+            if getattr(m, attr, None):
+                names.append(f"{name or '<root>'}.{attr}")
+    return names
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {"state": {k: v.clone() for k, v in model.state_dict().items()},
+            "training": [m.training for m in model.modules()],
+            "inplace": [getattr(m, "inplace", None) for m in model.modules()],
+            "grad": [(p.requires_grad, p.grad) for p in model.parameters()]}
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert all(torch.equal(before["state"][k], v) for k, v in after["state"].items())
+    assert after["training"] == before["training"]
+    assert after["inplace"] == before["inplace"]
+    assert after["grad"] == before["grad"]
+    assert hooks_left(model) == []
+
+
+def test_registry_lists_ours_and_captums_methods():
+    assert list_methods("ours") == ["deconvnet", "occlusion"]
+    assert set(list_methods("captum")) == {
+        "captum-saliency", "captum-input-x-gradient", "captum-deconvolution",
+        "captum-guided-backprop", "captum-integrated-gradients", "captum-occlusion",
+        "captum-layer-gradcam", "captum-guided-gradcam"}
+    for name in list_methods():
+        info = method_info(name)
+        assert info.description and info.reduction in ("abs_max", "sum", "mean")
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_every_method_runs_returns_image_sized_maps_and_leaves_no_trace(inplace):
+    model = tiny_model(inplace=inplace)
+    before = snapshot(model)
+    images = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    for name in list_methods():
+        maps = attribute(name, model, images, [1, 3], **options_for(name))
+        assert maps.shape == (2, 12, 12), name
+        assert torch.isfinite(maps).all(), name
+        assert maps.abs().sum() > 0, name
+        assert not maps.requires_grad
+        assert_unchanged(model, before)
+        full = attribute(name, model, images[:1], 1, reduction="none", **options_for(name))
+        assert full.dim() == 4 and full.shape[-2:] == (12, 12), name
+
+
+def test_model_in_train_mode_is_restored_and_statistics_kept():
+    model = tiny_model().train()
+    before = snapshot(model)
+    attribute("captum-saliency", model, torch.randn(3, 3, 12, 12), 0)
+    assert_unchanged(model, before)
+
+
+def test_failing_call_leaves_no_hooks_and_restores_flags():
+    model = tiny_model(inplace=True)
+    before = snapshot(model)
+    with pytest.raises(ValueError):
+        attribute("captum-layer-gradcam", model, torch.randn(1, 3, 12, 12), 0, layer="nope")
+    with pytest.raises(ValueError):
+        attribute("occlusion", model, torch.randn(1, 3, 12, 12), 0, patch=40, stride=2)
+    assert_unchanged(model, before)
+
+
+def test_our_deconvnet_equals_captum_deconvolution_on_a_captum_compatible_model():
+    pytest.importorskip("deconv.deconvnet")
+    model = tiny_model(batch_norm=False).double()
+    images = torch.randn(3, 3, 12, 12, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(2))
+    ours = attribute("deconvnet", model, images, [0, 2, 4], reduction="none")
+    theirs = attribute("captum-deconvolution", model, images, [0, 2, 4], reduction="none")
+    assert ours.abs().sum() > 0
+    assert torch.allclose(ours, theirs.to(ours.dtype), atol=1e-12, rtol=1e-9)
+    # ... and it is not the plain gradient (the rule matters on this model)
+    gradient = attribute("captum-saliency", model, images, [0, 2, 4], reduction="none")
+    assert not torch.allclose(ours, gradient.to(ours.dtype), atol=1e-6)
+
+
+def test_with_relu6_captum_deconvolution_is_the_plain_gradient_and_ours_is_not():
+    pytest.importorskip("deconv.deconvnet")
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU6(), nn.Conv2d(6, 6, 3),
+                          nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 4)).double().eval()
+    images = torch.randn(2, 3, 10, 10, dtype=torch.float64)
+    captum_deconv = attribute("captum-deconvolution", model, images, 1, reduction="none")
+    gradient = attribute("captum-saliency", model, images, 1, reduction="none")
+    ours = attribute("deconvnet", model, images, 1, reduction="none")
+    assert torch.equal(captum_deconv, gradient)
+    assert not torch.allclose(ours, gradient, atol=1e-6)
+
+
+def test_our_occlusion_equals_captums_occlusion():
+    pytest.importorskip("deconv.occlusion")
+    model = tiny_model().double()
+    images = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    ours = attribute("occlusion", model, images, [1, 2], **SMALL_OCCLUSION)
+    theirs = attribute("captum-occlusion", model, images, [1, 2], **SMALL_OCCLUSION)
+    assert torch.allclose(ours, theirs.to(ours.dtype), atol=1e-10)
+
+
+def test_integrated_gradients_completeness_on_a_smooth_model():
+    torch.manual_seed(4)  # smooth, so 32 Gauss-Legendre points integrate the path almost exactly
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(4 * 10 * 10, 3)).double().eval()
+    image = torch.randn(1, 3, 12, 12, dtype=torch.float64)
+    ig = attribute("captum-integrated-gradients", model, image, 2, n_steps=32)
+    assert ig.dtype == torch.float64
+    with torch.no_grad():
+        expected = model(image)[0, 2] - model(torch.zeros_like(image))[0, 2]
+    assert float(ig.sum()) == pytest.approx(float(expected), rel=1e-8)
+
+
+def test_gradcam_default_layer_is_the_rectified_last_conv():
+    model = tiny_model()
+    assert last_conv_layer(model, (3, 12, 12)) == "5"  # conv 3 -> BN 4 -> ReLU 5
+    from deconv.zoo import load_model
+
+    lite = load_model("efficientnet-lite0", weights=None).model
+    assert last_conv_layer(lite) == "head.act"
+    with pytest.raises(ValueError, match="no nn.Conv2d"):
+        last_conv_layer(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), (3, 2, 2))
+
+
+def test_channel_reductions_on_a_hand_made_tensor():
+    a = torch.tensor([[1.0, -2.0]]).view(1, 2, 1, 1).expand(1, 2, 2, 2)  # channels 1 and -2
+    assert torch.equal(reduce_channels(a, "abs_max"), torch.full((1, 2, 2), 2.0))
+    assert torch.equal(reduce_channels(a, "abs_sum"), torch.full((1, 2, 2), 3.0))
+    assert torch.equal(reduce_channels(a, "sum"), torch.full((1, 2, 2), -1.0))
+    assert torch.equal(reduce_channels(a, "mean"), torch.full((1, 2, 2), -0.5))
+    assert reduce_channels(a, "none") is a
+    with pytest.raises(ValueError, match="unknown reduction"):
+        reduce_channels(a, "median")
+
+
+def test_display_normalization_keeps_sign_and_survives_zero_maps():
+    maps = torch.stack([torch.zeros(4, 4), torch.linspace(-2, 1, 16).view(4, 4)])
+    shown = normalize_for_display(maps, percentile=100)
+    assert torch.equal(shown[0], torch.zeros(4, 4))
+    assert shown[1].min() == -1 and shown[1].max() == pytest.approx(0.5)
+    assert (torch.sign(shown[1]) == torch.sign(maps[1])).all()
+
+
+def test_argument_errors_are_specific():
+    model = tiny_model()
+    with pytest.raises(KeyError, match="choose one of"):
+        attribute("lime", model, torch.randn(1, 3, 12, 12), 0)
+    with pytest.raises(ValueError, match="one per image"):
+        as_target([1, 2, 3], 2)
+    with pytest.raises(TypeError):
+        as_target(torch.tensor([0.5]), 1)
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("captum-saliency", family="captum", reduction="abs_max")
+    with pytest.raises(ValueError, match="reduction"):
+        register_method("new-method", family="ours", reduction="median")
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        attribute("captum-saliency", model, torch.randn(12, 12), 0)
