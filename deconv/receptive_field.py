@@ -574,9 +574,11 @@ def _reshape(op: _Op) -> _Field:
     otherwise it was merged with other dimensions and every output position sees all of it.
     """
     value, field = op.input()
-    out = op.out
-    in_shape, out_shape = tuple(value.shape), tuple(out.shape)
+    return _reshape_field(field, tuple(value.shape), tuple(op.out.shape))
 
+
+def _reshape_field(field: _Field, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+                   ) -> _Field:
     def one(axis: _Axis) -> _Axis:
         if axis.dim is None:
             return axis
@@ -962,20 +964,24 @@ def _propagate_hooks(module: nn.Module, name: str, ctx: _Context) -> tuple[_Fiel
     target = module.get_submodule(name)
     produced: dict[int, _Field] = {}
     keep: list[Any] = []  # keeps tensors alive so that their ids stay unique
-    last: list[_Field] = []
+    last: list[tuple[_Field, tuple[int, ...]]] = []  # (field, shape) of the latest module output
     found: list[tuple[_Field, Any]] = []
 
-    def hook(sub: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
-        def field_of(v: Any) -> Any:
-            if isinstance(v, torch.Tensor):
-                return produced.get(id(v), last[-1] if last else None)
-            if isinstance(v, (tuple, list)):
-                return type(v)(field_of(x) for x in v)
-            return v
+    def field_of(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            if id(v) in produced:
+                return produced[id(v)]
+            if not last:
+                return None
+            field, shape = last[-1]  # the assumption: it comes from the latest module output
+            return _reshape_field(field, shape, tuple(v.shape))
+        if isinstance(v, (tuple, list)):
+            return type(v)(field_of(x) for x in v)
+        return v
 
+    def hook(sub: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
         if sub is target and not _is_rule_leaf(sub):
-            field = produced.get(id(out)) if isinstance(out, torch.Tensor) else None
-            field = field or (last[-1] if last else None)
+            field = field_of(out[0] if isinstance(out, (tuple, list)) else out)
         else:
             fargs = tuple(field_of(a) for a in args)
             fkwargs = {k: field_of(v) for k, v in kwargs.items()}
@@ -985,7 +991,7 @@ def _propagate_hooks(module: nn.Module, name: str, ctx: _Context) -> tuple[_Fiel
                 if isinstance(o, torch.Tensor):
                     produced[id(o)] = field
                     keep.append(o)
-            last.append(field)
+                    last.append((field, tuple(o.shape)))
             if sub is target:
                 found.append((field, out))
 

@@ -336,6 +336,59 @@ def test_untraceable_model_falls_back_to_hooks_with_a_warning():
     assert all(not m._forward_hooks for m in model.modules())
 
 
+class Untraceable(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        if x.sum() > 0:  # untraceable by torch.fx
+            x = x * 2
+        return self.net(x)
+
+
+@pytest.mark.parametrize("layer", ["layer1", "layer2.0.conv2", "layer3", "avgpool", "fc"])
+def test_hooks_fallback_agrees_with_fx_on_resnet18(layer):
+    # ResNet's residual adds are functional (invisible to hooks), but each shortcut's field lies
+    # inside its main path, and torch.flatten is undone from the shapes: the results agree.
+    resnet = torchvision.models.resnet18(weights=None)
+    with pytest.warns(UserWarning, match="ASSUMING"):
+        hooked = receptive_field(Untraceable(resnet), "net." + layer, 96)
+    assert hooked == receptive_field(resnet, layer, 96)
+
+
+class TwoBranches(nn.Module):
+    """Inception-style: a 1x3 and a 5x1 branch, concatenated along channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3, 2)
+        self.wide = nn.Conv2d(2, 2, (1, 3), padding=(0, 1))
+        self.tall = nn.Conv2d(2, 2, (5, 1), padding=(2, 0))
+        self.mix = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        return self.mix(torch.cat([F.relu(self.wide(x)), F.relu(self.tall(x))], 1))
+
+
+def test_concatenated_branches_take_the_union_of_their_fields():
+    net = TwoBranches().double()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.uniform_(0.5, 1.0)
+    rf = receptive_field(net, "mix", (13, 15))
+    # stem 3/2 (3 px, jump 2); wide adds 2 units along x, tall 4 units along y: 11 x 7.
+    assert (rf.size, rf.jump, rf.start) == ((11, 7), (2, 2), (-4, -2))
+    for y, x in corner_and_middle_units(rf.output_size):
+        support = gradient_support(net, (13, 15), y, x)
+        union = box_mask(rf.box(y, x), (13, 15))
+        assert not (support & ~union).any()  # inside the union's bounding box (it is a cross)
+        rows, cols = support.any(1).nonzero(), support.any(0).nonzero()
+        assert (int(rows.min()), int(cols.min()), int(rows.max()) + 1,
+                int(cols.max()) + 1) == rf.box(y, x)
+
+
 def test_model_is_left_unchanged():
     model = torchvision.models.resnet18(weights=None).train()
     model.layer1.eval()
