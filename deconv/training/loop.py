@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from deconv.training.clipping import feature_scale_clip
 
 __all__ = ["TrainSettings", "PAPER_CHECKPOINT_EPOCHS", "scaled_checkpoint_epochs",
-           "learning_rate", "evaluate", "train", "save_weights", "ResumeMismatchError"]
+           "learning_rate", "evaluate", "train", "save_weights", "iterate_batches",
+           "ResumeMismatchError"]
 
 #: Epochs of the paper's Fig. 4 columns (of a 70-epoch run; the last column is epoch 64).
 PAPER_CHECKPOINT_EPOCHS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 40, 64)
@@ -118,7 +119,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
 
 
-def _batches(data: Dataset, batch_size: int, generator: torch.Generator | None,
+def iterate_batches(data: Dataset, batch_size: int, generator: torch.Generator | None,
              num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``(inputs, labels)``; shuffled when a generator is given.
 
@@ -166,7 +167,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_transform: BatchTransform | 
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     try:
-        for x, y in _batches(data, batch_size, None, num_workers):
+        for x, y in iterate_batches(data, batch_size, None, num_workers):
             x, y = x.to(device), y.to(device)
             if batch_transform is not None:
                 x = batch_transform(x)
@@ -300,7 +301,7 @@ def _train_epoch(model, optimizer, data, settings, epoch, steps, shuffle, batch_
     model.train()
     start = time.perf_counter()
     total_loss, correct, count, clipped = 0.0, 0, 0, 0
-    bar = tqdm(_batches(data, settings.batch_size, shuffle, num_workers), total=steps,
+    bar = tqdm(iterate_batches(data, settings.batch_size, shuffle, num_workers), total=steps,
                desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device), y.to(device)
