@@ -204,3 +204,88 @@ def render_top_k_figure(panels: Sequence[TopKPanel], path: str | Path, title: st
     canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
                     dither=Image.Dither.NONE).save(path, optimize=True)
     return path
+
+
+def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path, *, k: int = 9,
+                  channels: int | Sequence[int] = 4, seed: int = 0, batch_size: int = 16,
+                  tile: int = 64, num_workers: int = 0, progress: bool = True,
+                  checkpoint: str | Path | None = None) -> dict:
+    """Mine ``dataset`` once, then write one Fig. 2 PNG per layer and ``topk.json``.
+
+    Args:
+        loaded (LoadedModel): the model (gives ``preprocess``/``deprocess``, paper layers).
+        dataset (torch.utils.data.Dataset): item ``i`` is the input ``[3, H, W]`` (or a tuple
+            starting with it, or None for a bad file); image ids are dataset indices.
+        layers (Sequence[str | int]): module names or paper layer numbers.
+        out (str | Path): output folder (``layer<L>_<module>.png``, ``topk.pt``, ``topk.json``).
+        k (int): entries per channel.
+        channels (int | Sequence[int]): how many random channels per layer (seeded), or the
+            channel indices to show in every layer.
+        seed (int): seed of the channel choice.
+        batch_size (int): images per forward while mining.
+        tile (int): side of each crop in the figure.
+        num_workers (int): decoding workers.
+        progress (bool): progress bars.
+        checkpoint (str | Path | None): resumable mining state (see :func:`mine_top_k`).
+
+    Returns:
+        dict: what was written to ``topk.json`` (timings, channels, entries, figure paths).
+    """
+    import json
+    import time
+
+    from deconv.layers import resolve_layer
+    from deconv.mining.top_k import mine_top_k
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [resolve_layer(loaded, layer) for layer in layers]
+    paper = {v: k_ for k_, v in getattr(loaded, "layers", {}).items()}
+    start = time.perf_counter()
+    result = mine_top_k(loaded, dataset, names, k=k, batch_size=batch_size,
+                        num_workers=num_workers, progress=progress, checkpoint=checkpoint)
+    mining_s = time.perf_counter() - start
+    result.save(out / "topk.pt")
+
+    def image_of(i: int) -> torch.Tensor:
+        item = dataset[i]
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+    record: dict = {"model": getattr(loaded, "name", type(loaded).__name__),
+                    "source": getattr(loaded, "source", ""), "k": k,
+                    "images": result.images_seen, "skipped_ids": result.skipped_ids,
+                    "mining_seconds": round(mining_s, 1),
+                    "mining_images_per_second": result.meta.get("images_per_second"),
+                    "layers": {}}
+    if hasattr(dataset, "describe"):
+        record["dataset"] = dataset.describe()
+    for name in names:
+        start = time.perf_counter()
+        enough = min(k, max(result.images_seen, 1))
+        chosen = (pick_channels(result, name, channels, seed=seed, min_entries=enough)
+                  if isinstance(channels, int)
+                  else [c for c in channels if 0 <= c < result.channels(name)])
+        panels = top_k_panels(loaded, result, image_of, name, chosen, loaded.deprocess,
+                              tile=tile)
+        label = f"layer {paper[name]} ({name})" if name in paper else f"layer {name}"
+        stem = f"layer{paper[name]}_{name}" if name in paper else f"layer_{name}"
+        path = None
+        if panels:
+            path = render_top_k_figure(
+                panels, out / f"{stem.replace('.', '-')}.png",
+                title=f"{record['model']} {label}: top {k} projections | image patches")
+        record["layers"][name] = {
+            "paper_layer": paper.get(name), "map_size": list(result.map_sizes[name]),
+            "channels": chosen, "figure": str(path) if path else None,
+            "seconds": round(time.perf_counter() - start, 1),
+            "entries": {str(p.channel): [
+                {"value": round(v, 4), "image_id": i,
+                 **(dataset.describe(i) if hasattr(dataset, "describe") else {})}
+                for v, i in zip(p.values, p.image_ids)] for p in panels}}
+        if hasattr(dataset, "files"):
+            for p in panels:
+                for entry, i in zip(record["layers"][name]["entries"][str(p.channel)],
+                                    p.image_ids):
+                    entry["file"] = str(dataset.files[i])
+    (out / "topk.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record

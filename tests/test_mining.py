@@ -219,6 +219,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, as_loader):
 
 
 def _image_folder(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name in ("a", "b", "d"):
         pixels = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
@@ -343,3 +344,25 @@ def test_unit_window_stays_inside_the_image():
     assert unit_window(field, 13, 5) == (22, 8, 32, 18)  # rows 24..34 -> 22..32
     big = receptive_field(net, "4", 12)  # field 10 of a 12 px image; output 4 x 4
     assert unit_window(big, 3, 3) == (2, 2, 12, 12)
+
+
+def test_topk_command_on_a_folder(tmp_path):
+    import argparse
+    import json
+
+    from deconv.cli import topk_command
+
+    folder = _image_folder(tmp_path / "images")
+    parser = argparse.ArgumentParser()
+    topk_command.register(parser.add_subparsers())
+    args = parser.parse_args(["topk", "--model", "hed-vgg16", "--data", str(folder), "--layer",
+                              "1", "--out", str(tmp_path / "out"), "--k", "2", "--count", "2",
+                              "--size", "16"])
+    with pytest.warns(UserWarning, match="c.png"):
+        assert args.func(args) == 0
+    record = json.loads((tmp_path / "out" / "topk.json").read_text())
+    assert record["images"] == 3 and record["skipped_ids"] == [2]
+    layer = record["layers"]["3"]
+    assert layer["paper_layer"] == 1 and len(layer["channels"]) == 2
+    assert (tmp_path / "out" / "layer1_3.png").is_file()
+    assert TopKResult.load(tmp_path / "out" / "topk.pt").k == 2

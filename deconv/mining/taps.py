@@ -39,8 +39,9 @@ class LayerTaps:
         reducer (Callable[[str, torch.Tensor], None]): called inside the hook with the module
             name and its output; must not keep a reference to the output.
         stop_early (bool): stop the forward pass once every tapped layer has run (the layers
-            after the deepest one are not computed). The first :meth:`run` always runs the full
-            forward, so a module that is called twice per forward is detected.
+            after the deepest one are not computed). The first :meth:`run` runs the full forward
+            so that a module called twice per forward is detected; an error raised after every
+            tap has fired is ignored there (that part of the network is not needed).
 
     Raises:
         ReusedModuleError: (in :meth:`run`) a tapped module runs more than once per forward.
@@ -111,6 +112,14 @@ class LayerTaps:
             self.module(images)
         except _StopForward:
             pass
+        except ReusedModuleError:
+            raise
+        except Exception:
+            # The first pass runs past the taps only to find reused modules; if the part after
+            # the last tap cannot run (e.g. fixed-size fully-connected layers on a smaller
+            # input), it is not needed.
+            if self._checked or len(self._fired) < len(self.names):
+                raise
         self._checked = True
         missing = [n for n in self.names if n not in self._fired]
         if missing:

@@ -1,0 +1,73 @@
+"""``deconv topk``: top-k activations of a layer over an image folder, drawn as in Fig. 2.
+
+Example::
+
+    deconv topk --model hed-vgg16 --data photos/ --layer 3 --out results/my_topk
+    deconv topk --model hed-vgg16 --data samples --layer 5 --channels 7 42 --out out/
+    deconv topk --model zfnet --data photos/ --layer 1 2 --count 4 --out out/
+
+``--data samples`` uses crops of the offline sample photos (:class:`deconv.mining.SampleCrops`).
+Writes one PNG per layer (a row per channel: the k deconvnet projections cropped to the
+receptive field beside the k image patches), ``topk.pt`` (the mined result; reload with
+``deconv.TopKResult.load``) and ``topk.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from deconv.zoo import list_models
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``topk`` subcommand."""
+    p = sub.add_parser("topk", help="top-k activating image patches per channel (Fig. 2)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, choices=list_models(), help="zoo model")
+    p.add_argument("--data", required=True,
+                   help="image folder (searched recursively; bad files are skipped), or "
+                        "'samples' for crops of the offline sample photos")
+    p.add_argument("--layer", required=True, nargs="+",
+                   help="layer(s): module name(s) or paper layer number(s)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--k", type=int, default=9, help="activations per channel (default 9)")
+    p.add_argument("--count", type=int, default=6,
+                   help="random (seeded) channels per layer, among those alive on k images")
+    p.add_argument("--channels", type=int, nargs="+", default=None,
+                   help="show these channel indices instead of random ones")
+    p.add_argument("--size", type=int, default=None,
+                   help="input side (default: the model's input size; 128 for 'samples')")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0, help="image decoding workers")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random channel choice")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint", default=None,
+                   help="file for a resumable mining state (rerun to continue)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Mine the folder and draw the grids."""
+    import deconv
+    from deconv.figures_topk import mine_and_draw
+    from deconv.mining import SampleCrops
+    from deconv.samples import ImageFiles
+
+    loaded = deconv.load_model(args.model, device=args.device)
+    if args.data == "samples":
+        dataset = SampleCrops(loaded.preprocess, size=args.size or 128)
+    else:
+        size = args.size or loaded.input_size
+        dataset = ImageFiles(args.data, transform=lambda im: loaded.preprocess(im, size=size))
+        if len(dataset) == 0:
+            raise FileNotFoundError(f"no image files found under {args.data}")
+    layers = [int(x) if x.isdigit() and int(x) in loaded.layers else x for x in args.layer]
+    channels = args.channels if args.channels else args.count
+    record = mine_and_draw(loaded, dataset, layers, args.out, k=args.k, channels=channels,
+                           seed=args.seed, batch_size=args.batch_size,
+                           num_workers=args.workers, checkpoint=args.checkpoint)
+    print(f"mined {record['images']} images ({len(record['skipped_ids'])} skipped) in "
+          f"{record['mining_seconds']} s")
+    for name, entry in record["layers"].items():
+        print(f"  {name}: channels {entry['channels']} -> {entry['figure']}")
+    return 0
