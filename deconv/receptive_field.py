@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from deconv.layers import _module_of, resolve_layer
+from deconv.layers import UnknownLayerError, _module_of, resolve_layer
 
 __all__ = ["ReceptiveField", "ReceptiveFieldError", "receptive_field"]
 
@@ -167,17 +167,22 @@ def receptive_field(model, layer: str | int, input_size: int | tuple[int, int] =
     ctx = _Context(image=size, local=local)
     with _eval_mode(module):
         try:
-            graph = _trace(module, leaf=name)
-        except Exception as exc:  # symbolic tracing fails on data-dependent Python control flow
+            try:
+                graph = _trace(module, leaf=name)
+            except Exception:  # some submodule has Python control flow: trace around it
+                graph = _trace(module, leaf=name, opaque=_untraceable_modules(module, name))
+            field, out = _with_fake_or_real(lambda: _propagate_root(graph, name, ctx))
+        except (ReceptiveFieldError, UnknownLayerError):
+            raise
+        except Exception as exc:  # the model's own forward cannot be traced
             warnings.warn(
-                f"torch.fx cannot trace {type(module).__name__} ({type(exc).__name__}: {exc}); "
+                f"no usable torch.fx graph of {type(module).__name__} ({type(exc).__name__}: "
+                f"{exc}); "
                 "computing receptive fields from forward hooks instead, ASSUMING that any "
                 "module input not produced by a module comes from the module that ran just "
                 "before it (merges done with functions such as x + y are not seen)",
                 stacklevel=2)
             field, out = _with_fake_or_real(lambda: _propagate_hooks(module, name, ctx))
-        else:
-            field, out = _with_fake_or_real(lambda: _propagate_root(graph, name, ctx))
     return _to_receptive_field(field, out, size)
 
 
@@ -361,6 +366,8 @@ def _pool_module(op: _Op) -> _Field:
 
 
 def _conv_function(op: _Op) -> _Field:
+    if op.name.startswith("convolution") and op.arg(6, "transposed", False):
+        raise op.fail("transposed convolutions upsample")
     weight = op.arg(1, "weight")
     n = weight.dim() - 2
     return _window(op, n, tuple(weight.shape[2:]), op.arg(3, "stride", 1),
@@ -493,6 +500,8 @@ def _spatial_norm(op: _Op) -> _Field:
 def _elementwise(op: _Op) -> _Field:
     """Pointwise ops and merges: union of the operands' fields, position by position."""
     out = op.out
+    if isinstance(out, (tuple, list)) and out:  # ATen batch norm: (output, mean, invstd)
+        out = out[0]
     if not isinstance(out, torch.Tensor):
         raise op.fail("expected a tensor output")
     nd = out.dim()
@@ -679,6 +688,23 @@ def _getitem(op: _Op) -> _Field:
     return fsource.map(one)
 
 
+def _slice(op: _Op) -> _Field:
+    """ATen ``slice(x, dim, start, end, step)``: ``x[..., start:end:step]`` along ``dim``."""
+    value, _ = op.input()
+    dim = op.arg(1, "dim", 0) % value.dim()
+    index = slice(op.arg(2, "start", None), op.arg(3, "end", None), op.arg(4, "step", 1))
+    items = (slice(None),) * dim + (index,)
+    return _getitem(replace(op, args=(value, items), fargs=(op.fargs[0], None)))
+
+
+def _select(op: _Op) -> _Field:
+    """ATen ``select(x, dim, index)``: ``x[..., index]`` along ``dim``."""
+    value, _ = op.input()
+    dim = op.arg(1, "dim") % value.dim()
+    items = (slice(None),) * dim + (int(op.arg(2, "index")),)
+    return _getitem(replace(op, args=(value, items), fargs=(op.fargs[0], None)))
+
+
 def _split(op: _Op) -> Any:
     value, field = op.input()
     dim = op.arg(2, "dim", 0) % value.dim()
@@ -732,11 +758,19 @@ _FUNCTION_RULES: dict[Any, Callable[[_Op], _Field]] = {
 }
 
 _NAMED_RULES: dict[str, Callable[[_Op], _Field]] = {
-    **dict.fromkeys(("conv1d", "conv2d", "conv3d"), _conv_function),
-    **dict.fromkeys(("max_pool2d_with_indices",), _pool_function(2, True)),
+    **dict.fromkeys(("conv1d", "conv2d", "conv3d", "convolution"), _conv_function),
+    **dict.fromkeys(("max_pool2d_with_indices", "max_pool2d"), _pool_function(2, True)),
+    **dict.fromkeys(("max_pool1d", "max_pool1d_with_indices"), _pool_function(1, True)),
+    **dict.fromkeys(("max_pool3d", "max_pool3d_with_indices"), _pool_function(3, True)),
+    "avg_pool1d": _pool_function(1, False), "avg_pool2d": _pool_function(2, False),
+    "avg_pool3d": _pool_function(3, False),
+    "constant_pad_nd": _pad_function,
+    **dict.fromkeys(("addmm", "mm"), _linear),
+    "slice": _slice,
+    "select": _select,
     **dict.fromkeys(("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
                      "adaptive_max_pool2d_with_indices"), _adaptive),
-    "pad": _pad_function,
+    **dict.fromkeys(("pad", "constant_pad_nd"), _pad_function),
     "linear": _linear,
     "layer_norm": _layer_norm,
     **dict.fromkeys(("group_norm", "instance_norm"), _spatial_norm),
@@ -767,6 +801,8 @@ _NAMED_RULES: dict[str, Callable[[_Op], _Field]] = {
         "feature_alpha_dropout", "batch_norm", "local_response_norm", "stochastic_depth",
         "contiguous", "clone", "float", "double", "half", "to", "type", "type_as", "detach",
         "requires_grad_", "channel_shuffle", "native_channel_shuffle", "scale",
+        "native_batch_norm", "native_batch_norm_legit_no_training", "to_copy", "alias",
+        "expand", "unsafe_view", "hardtanh", "add", "mul", "sub", "div", "copy",
     ), _elementwise),
 }
 
@@ -783,6 +819,7 @@ def _rule_for(kind: str, target: Any, module: nn.Module | None) -> Callable[[_Op
     if target in _FUNCTION_RULES:
         return _FUNCTION_RULES[target]
     name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    name = name.split(".")[0]  # ATen overloads: "convolution.default"
     rule = _NAMED_RULES.get(name) or _NAMED_RULES.get(name.lstrip("_"))
     if rule is None:
         raise ReceptiveFieldError(
@@ -847,25 +884,48 @@ def _restrict(field: _Field, out: torch.Tensor) -> _Field:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf: str | None = None):
+    def __init__(self, leaf: str | None = None, opaque: frozenset[str] = frozenset()):
         super().__init__()
-        self.leaf = leaf
+        self.leaf, self.opaque = leaf, opaque
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname == self.leaf or super().is_leaf_module(m, qualname)
+        return (qualname == self.leaf or qualname in self.opaque
+                or super().is_leaf_module(m, qualname))
 
 
-def _trace(module: nn.Module, leaf: str | None = None) -> fx.GraphModule:
-    tracer = _Tracer(leaf)
+class _NotInGraph(Exception):
+    """The layer is not a node of the traced graph (it is inside an opaque module)."""
+
+
+def _trace(module: nn.Module, leaf: str | None = None,
+           opaque: frozenset[str] = frozenset()) -> fx.GraphModule:
+    tracer = _Tracer(leaf, opaque)
     graph = tracer.trace(module)
     return fx.GraphModule(tracer.root, graph)
 
 
+def _untraceable_modules(module: nn.Module, leaf: str) -> frozenset[str]:
+    """Names of the submodules fx cannot trace (children first), to keep as opaque calls.
+
+    Their geometry is then read from ``make_fx`` at the actual input shape (see
+    :func:`_propagate_submodule`); shape-dependent code such as TF-"same" padding traces there.
+    """
+    opaque: set[str] = set()
+    for name, sub in reversed(list(module.named_modules())):
+        if not name or _is_rule_leaf(sub):
+            continue
+        inner = frozenset(n[len(name) + 1:] for n in opaque if n.startswith(name + "."))
+        try:
+            _trace(sub, opaque=inner)
+        except Exception:
+            opaque.add(name)
+    return frozenset(opaque)
+
+
 def _propagate_root(gm: fx.GraphModule, name: str, ctx: _Context) -> tuple[_Field, Any]:
     targets = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == name]
-    if not targets:
-        raise ReceptiveFieldError(f"layer {name!r} is not called in the model's forward pass, "
-                                  f"so its output has no receptive field")
+    if not targets:  # it runs inside a module that could only be traced as a whole
+        raise _NotInGraph(name)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     image = _example_input(gm, ctx.image)
     inputs = {placeholders[0]: (image, _image_field(ctx.image))}
@@ -906,8 +966,8 @@ def _propagate_graph(gm: fx.GraphModule, inputs: dict[fx.Node, tuple[Any, _Field
             values[node], fields[node] = interpreter.run_node(node), None
             continue
         out = interpreter.run_node(node)
-        if node.op == "call_module" and node in stop and not _is_rule_leaf(module):
-            field = _propagate_module(module, args, kwargs, fargs, fkwargs, ctx)
+        if node.op == "call_module" and not _is_rule_leaf(module):
+            field = _propagate_submodule(module, args, kwargs, fargs, fkwargs, ctx)
         else:
             field = _apply(node.op, node.target, module, args, kwargs, fargs, fkwargs, out, ctx)
             if isinstance(out, (tuple, list)) and isinstance(field, _Field):
@@ -920,17 +980,39 @@ def _is_rule_leaf(module: nn.Module) -> bool:
     return any(isinstance(module, types) for types, _ in _MODULE_RULES)
 
 
-def _propagate_module(module: nn.Module, args: tuple, kwargs: dict, fargs: tuple, fkwargs: dict,
-                      ctx: _Context) -> _Field:
-    """Field of a non-leaf module's output (a Sequential, a residual block), traced on its own."""
-    gm = _trace(module)
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+def _propagate_submodule(module: nn.Module, args: tuple, kwargs: dict, fargs: tuple,
+                         fkwargs: dict, ctx: _Context) -> _Field:
+    """Field of a module's output (a Sequential, a residual block, a custom layer).
+
+    The module is traced on its own with ``torch.fx``; if that fails (Python code that depends
+    on shapes), with ``make_fx`` at the actual input shapes, which records ATen operations.
+    """
     inputs: dict[fx.Node, tuple[Any, Any]] = {}
-    for i, node in enumerate(placeholders):
-        if i < len(args):
-            inputs[node] = (args[i], fargs[i])
-        elif node.target in kwargs:
-            inputs[node] = (kwargs[node.target], fkwargs[node.target])
+    try:
+        gm = _trace(module)
+    except Exception:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        try:
+            gm = make_fx(module)(*args, **kwargs)
+        except Exception as exc:
+            raise ReceptiveFieldError(
+                f"cannot compute the receptive field through {type(module).__name__}: neither "
+                f"torch.fx nor make_fx can trace it ({type(exc).__name__}: {exc})") from exc
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        pairs = [(v, f) for v, f in zip((*args, *kwargs.values()), (*fargs, *fkwargs.values()))
+                 if isinstance(v, torch.Tensor)]
+        if len(pairs) != len(placeholders):
+            raise ReceptiveFieldError(f"cannot match the inputs of {type(module).__name__} to "
+                                      f"its traced graph; give it tensor arguments only") from None
+        inputs = dict(zip(placeholders, pairs))
+    else:
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        for i, node in enumerate(placeholders):
+            if i < len(args):
+                inputs[node] = (args[i], fargs[i])
+            elif node.target in kwargs:
+                inputs[node] = (kwargs[node.target], fkwargs[node.target])
     output = next(n for n in gm.graph.nodes if n.op == "output")
     sources = [n for n in output.all_input_nodes]
     results = _propagate_graph(gm, inputs, ctx, stop=sources)
@@ -979,13 +1061,24 @@ def _propagate_hooks(module: nn.Module, name: str, ctx: _Context) -> tuple[_Fiel
             return type(v)(field_of(x) for x in v)
         return v
 
+    busy: list[nn.Module] = []  # make_fx runs a module again: ignore the hooks it fires
+
     def hook(sub: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
-        if sub is target and not _is_rule_leaf(sub):
+        if busy:
+            return
+        if sub is target and not _is_rule_leaf(sub) and list(sub.children()):
             field = field_of(out[0] if isinstance(out, (tuple, list)) else out)
         else:
             fargs = tuple(field_of(a) for a in args)
             fkwargs = {k: field_of(v) for k, v in kwargs.items()}
-            field = _apply("call_module", None, sub, args, kwargs, fargs, fkwargs, out, ctx)
+            if _is_rule_leaf(sub):
+                field = _apply("call_module", None, sub, args, kwargs, fargs, fkwargs, out, ctx)
+            else:  # a custom layer without submodules
+                busy.append(sub)
+                try:
+                    field = _propagate_submodule(sub, args, kwargs, fargs, fkwargs, ctx)
+                finally:
+                    busy.pop()
         if isinstance(field, _Field):
             for o in (out if isinstance(out, (tuple, list)) else (out,)):
                 if isinstance(o, torch.Tensor):
@@ -1023,7 +1116,7 @@ def _with_fake_or_real(run: Callable[[], tuple[_Field, Any]]) -> tuple[_Field, A
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             return run()
-    except ReceptiveFieldError:
+    except (ReceptiveFieldError, _NotInGraph):
         raise
     except Exception:  # an op without a fake-tensor kernel: compute for real, once
         with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -129,6 +130,49 @@ def test_tf_same_padding_modules_and_functional_pad():
     net = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(1, 1, 3, stride=2))
     rf = receptive_field(net, "1", 16)
     assert (rf.start, rf.size, rf.output_size) == ((0, 0), (3, 3), (8, 8))
+
+
+class ShapeDependentSamePad(nn.Module):
+    """TF "SAME" padding computed from the input shape: torch.fx cannot trace it (math.ceil)."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        pads = []
+        for n in (x.shape[-1], x.shape[-2]):
+            total = max((math.ceil(n / self.stride) - 1) * self.stride + self.kernel - n, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
+
+
+def test_shape_dependent_padding_is_traced_at_the_actual_shape():
+    net = nn.Sequential(ShapeDependentSamePad(3, 2), nn.Conv2d(1, 1, 3, 2), nn.ReLU(),
+                        ShapeDependentSamePad(5, 2), nn.Conv2d(1, 1, 5, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to hooks: only the pad modules are opaque
+        rf = receptive_field(net, "4", (16, 15))
+    # rows (16): pads (0, 1), then 8 rows pad (1, 2): 3 + 4 * 2 = 11, start 0 - 1 * 2.
+    # cols (15): pads (1, 1), then 8 cols pad (1, 2): start -1 - 2.
+    assert (rf.size, rf.jump, rf.start, rf.output_size) == ((11, 11), (4, 4), (-2, -3), (4, 4))
+    reference = net.double()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.uniform_(0.5, 1.0)
+    for y, x in corner_and_middle_units(rf.output_size):
+        support = gradient_support(reference, (16, 15), y, x)
+        assert torch.equal(support, box_mask(rf.box(y, x), (16, 15))), (y, x)
+
+
+def test_zoo_efficientnet_lite0_if_present():
+    if "efficientnet-lite0" not in deconv.list_models():
+        pytest.skip("efficientnet-lite0 is not in the zoo")
+    model = deconv.load_model("efficientnet-lite0", weights=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stem = receptive_field(model, 1)
+    assert (stem.size, stem.jump, stem.start) == ((3, 3), (2, 2), (0, 0))  # TF pads (0, 1)
 
 
 # ----------------------------------------------------------------------------------------------
