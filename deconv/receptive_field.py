@@ -16,19 +16,32 @@ to the grid of its output:
 * layers that mix every position (global or adaptive-to-1 pooling, ``flatten``, ``Linear``,
   ``GroupNorm``, a mean over space) give every unit the same field: the union of all input
   positions. Such fields have ``jump == 0`` (:attr:`ReceptiveField.is_global`); for the units of
-  a fully-connected layer ``output_size`` is ``(1, 1)`` and ``box(0, 0)`` is the whole image.
+  a fully-connected layer ``output_size`` is ``(1, 1)`` and ``box(0, 0)`` is the whole image
+  (less any border pixels that floor-mode strides drop: they reach no output).
 
-The network's graph comes from ``torch.fx.symbolic_trace``. Models that cannot be traced fall
-back to forward hooks on the leaf modules, linked by which module produced each module's input
-tensor; a module input that no module produced (e.g. the result of a functional ``x + y``) is
-**assumed** to be the output of the module that ran just before it, so merges done with
-functions are invisible in that mode (a warning says so). Shapes come from one forward pass on
-fake tensors (no computation; the model is not changed).
+Exactness at the borders: a unit whose window reaches into the padding of an intermediate
+layer does not read the pixels that padding stands in for. ``box(y, x)`` (clipped) therefore
+clips to ``valid_box`` (pixels some unit can read; smaller than the image when a floor-mode
+stride drops the last rows or columns) and is empty for units outside ``live_units`` (units that
+read only padding, e.g. the border added by ``nn.ZeroPad2d``). Both are None in the usual case.
+With these, the clipped box equals the set of pixels with a nonzero gradient for the unit
+(tests/test_receptive_field.py checks this on random networks).
+
+The network's graph comes from ``torch.fx.symbolic_trace``. Submodules fx cannot trace (Python
+code on shapes, such as TF-"same" padding computed from ``x.shape``) stay opaque calls whose
+geometry is read from ``make_fx`` (ATen operations) at the actual input shape. Models whose own
+``forward`` cannot be traced fall back to forward hooks on the leaf modules, linked by which
+module produced each module's input tensor; a module input that no module produced (e.g. the
+result of a functional ``x + y``) is **assumed** to be the output of the module that ran just
+before it (reshaped by its shape), so merges done with functions are invisible in that mode (a
+warning says so). Shapes come from one forward pass on fake tensors (no computation; the model
+is left as it was, train/eval flags included).
 
 Limits: the box is the bounding box of the field: a dilated kernel wider than its input's
-field, or a union of two disjoint branches, reads pixels with gaps inside the box. Reflection
-and replication padding are treated like zero padding (the mirrored pixels lie inside the
-image). Upsampling, transposed convolutions and non-uniform adaptive pooling are rejected.
+field, or a union of two disjoint branches, reads pixels with gaps inside the box (and at a
+merge ``valid_box`` is the hull of the branches'). Reflection and replication padding are
+treated like zero padding (the mirrored pixels lie inside the image). Upsampling, transposed
+convolutions and non-uniform adaptive pooling are rejected with :class:`ReceptiveFieldError`.
 """
 
 from __future__ import annotations

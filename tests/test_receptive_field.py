@@ -446,6 +446,13 @@ def test_model_is_left_unchanged():
     assert all(not m._forward_hooks for m in model.modules())
 
 
+def test_a_module_called_twice_reports_its_last_call_and_warns():
+    resnet = torchvision.models.resnet18(weights=None)
+    with pytest.warns(UserWarning, match="runs 2 times"):
+        rf = receptive_field(resnet, "layer1.0.relu", 64)  # after bn1, then after the add
+    assert rf == receptive_field(resnet, "layer1.0", 64)
+
+
 def test_errors_are_specific():
     net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2), nn.Conv2d(1, 1, 3))
     assert receptive_field(net, "0", 8).size == (3, 3)
