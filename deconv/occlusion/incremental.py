@@ -40,6 +40,7 @@ module exists; one engine (and its cache) is kept for the last (model, image, fi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -232,6 +233,10 @@ class _State:
     region: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # r0, r1, c0, c1
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     """[1, C, H, W] -> [H*W, C] contiguous."""
     return x[0].permute(1, 2, 0).reshape(-1, x.shape[1]).contiguous()
@@ -343,9 +348,12 @@ class IncrementalOcclusion:
         for i, stage in enumerate(plan.stages):
             if not tail_stages:
                 y = stage.run(x.clone() if stage.inplace else x)
-                if stage.node in plan.adaptive_candidates and y.shape[-2:] != x.shape[-2:]:
-                    tail_stages.append(stage)  # a pool that changes the size starts the tail
-                    continue
+                if stage.node in plan.adaptive_candidates:
+                    if y.shape[-2:] != x.shape[-2:]:
+                        tail_stages.append(stage)  # a pool that changes the size: the head
+                        continue
+                    # Same size: the identity (it must not resize the changed windows).
+                    stage = dataclasses.replace(stage, run=_identity, inplace=False)
             else:
                 tail_stages.append(stage)
                 continue
@@ -424,14 +432,46 @@ class IncrementalOcclusion:
             return naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
                                            capture=self.capture, reduce=self.reduce,
                                            batch_size=self.batch_size)
+        order = self._order(boxes) if len(boxes) > self.batch_size else None
+        ordered = boxes if order is None else boxes[order]
         outs, caps = [], []
         with torch.no_grad():
             for start in range(0, len(boxes), self.batch_size):
-                out, cap = self._batch(boxes[start:start + self.batch_size])
+                out, cap = self._batch(ordered[start:start + self.batch_size])
                 outs.append(out)
                 caps.append(cap)
-        return OcclusionOutputs(torch.cat(outs), torch.cat(caps) if caps[0] is not None
-                                else None)
+        output = torch.cat(outs)
+        captured = torch.cat(caps) if caps[0] is not None else None
+        if order is not None:  # back to the caller's order
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(len(order))
+            inverse = inverse.to(output.device)
+            output = output[inverse]
+            captured = captured[inverse] if captured is not None else None
+        return OcclusionOutputs(output, captured)
+
+    def _order(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Order of positions that batches those with the same window sizes together.
+
+        A position near a border has a smaller changed region in some layers; batched with
+        interior positions it would be padded to their window size. Sorting by the region sizes
+        through the spatial stages (all rows, then all columns) groups equal windows.
+        """
+        _, h, w = self.layers[0].shape
+        r0, r1 = boxes[:, 0].clamp(0, h), boxes[:, 1].clamp(0, h)
+        c0, c1 = boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, w)
+        keys = []
+        for i, stage in enumerate(self.stages):
+            if stage.kind != "spatial":
+                continue
+            ho, wo = self._spatial[i].out_size
+            r0, r1 = affected_range(r0, r1, stage.geometry[0], ho)
+            c0, c1 = affected_range(c0, c1, stage.geometry[1], wo)
+            keys.append((r1 - r0, c1 - c0))
+        if not keys:
+            return torch.arange(len(boxes))
+        rows = torch.stack([k[0] for k in keys] + [k[1] for k in keys], 1).tolist()
+        return torch.tensor(sorted(range(len(rows)), key=rows.__getitem__))
 
     def _window(self, r0: torch.Tensor, r1: torch.Tensor, size: int
                 ) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,338 @@
+"""Benchmark: occlusion maps by captum, a naive batched sweep, incremental inference, drill-down.
+
+For each model (random-init torchvision VGG16 and AlexNet: speed does not depend on the weights)
+at 224 px, a 32 px grey square (0 in normalized input) at stride 8 (25 x 25 = 625 positions),
+the map is the softmax probability of the unoccluded image's top class. Methods, each run in its
+own subprocess (so its peak memory is its own; the peak resident set is reset after the model
+is built, and ``peak_extra_mb`` is the growth over the memory held before the method ran):
+
+* ``captum``: ``captum.attr.Occlusion`` on the softmax-wrapped model, for several
+  ``perturbations_per_eval``; the best is the reference. Its cost is linear in the positions,
+  so it is timed on a subset (the non-overlapping windows at stride = patch, whose
+  attributions equal ``p0 - p(occluded)`` exactly) and extrapolated to the full grid.
+* ``naive``: our batched forward of the occluded images, on the same subset, extrapolated.
+* ``incremental``: exact incremental inference (:mod:`deconv.occlusion.incremental`), full grid.
+* ``approximate``: adaptive drill-down plus the projective-field threshold, full grid; quality
+  is the SSIM of its map against the exact one.
+
+It also counts multiply-accumulates: the naive sweep's, the incremental windows' actually
+computed, and the minimum (each position's exact changed region only): ``flop_limit`` is
+naive / minimum, the best speed-up any exact incremental method can reach. Timings on a shared
+machine vary; the ratios are steadier. Writes ``bench_occlusion.json`` and ``bench_occlusion.png``.
+
+Usage: ``python experiments/bench_occlusion.py [--quick] [--out results]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------- worker side
+def _reset_peak_memory() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _memory_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS since the last reset) in MiB, from /proc/self/status."""
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, amount = line.split(":")
+                values[key] = float(amount.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _setup(spec: dict):
+    import torch
+
+    from deconv import load_model
+    from deconv.samples import sample_images
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    loaded = load_model(spec["model"], weights=None)
+    model = loaded.model.eval()
+    image = loaded.preprocess(sample_images([spec["image"]])[0].image, size=spec["size"])
+    with torch.no_grad():
+        base = torch.softmax(model(image[None]), 1)[0]
+    target = int(base.argmax())
+    return torch, model, image, target, float(base[target])
+
+
+def _boxes(size: int, patch: int, stride: int):
+    import torch
+
+    from deconv.occlusion.grid import occluder_boxes
+
+    boxes, rows, cols = occluder_boxes(size, size, (patch, patch), (stride, stride))
+    return torch.as_tensor(boxes), rows, cols
+
+
+def _worker(spec: dict, out: str) -> None:
+    torch, model, image, target, p0 = _setup(spec)
+    from deconv.occlusion.approximate import drill_down_map
+    from deconv.occlusion.incremental import IncrementalOcclusion, naive_occlusion_outputs
+
+    method = spec["method"]
+    boxes, rows, cols = _boxes(spec["size"], spec["patch"], spec["stride"])
+    subset, _, _ = _boxes(spec["size"], spec["patch"], spec["subset_stride"])
+    result: dict = {"target": target, "p0": p0}
+
+    def prob(outputs):
+        return torch.softmax(outputs.output, 1)[:, target]
+
+    gc_rss, _ = _memory_mb()
+    reset = _reset_peak_memory()
+    start = time.perf_counter()
+    with torch.no_grad():
+        if method == "captum":
+            from captum.attr import Occlusion
+
+            wrapped = torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval()
+            attribution = Occlusion(wrapped).attribute(
+                image[None], sliding_window_shapes=(3, spec["patch"], spec["patch"]),
+                strides=(3, spec["subset_stride"], spec["subset_stride"]), baselines=0.0,
+                target=target, perturbations_per_eval=spec["ppe"])[0, 0]
+            values = torch.stack([p0 - attribution[y0, x0] for y0, _, x0, _ in subset.tolist()])
+            positions = len(subset)
+        elif method == "naive":
+            values = prob(naive_occlusion_outputs(model, image, 0.0, subset,
+                                                  batch_size=spec["batch_size"]))
+            positions = len(subset)
+        elif method == "incremental":
+            engine = IncrementalOcclusion(model, image, 0.0, batch_size=spec["batch_size"])
+            values = prob(engine.outputs(boxes))
+            positions = len(boxes)
+            result["work"] = engine.work
+        else:
+            engine = IncrementalOcclusion(model, image, 0.0, batch_size=spec["batch_size"],
+                                          max_fraction=spec["max_fraction"])
+            drill = drill_down_map(engine, boxes, (rows, cols), prob, coarse=spec["coarse"],
+                                   refine=spec["refine"])
+            values = drill.grid.reshape(-1)
+            positions = len(boxes)
+            result["evaluated_fraction"] = drill.evaluated_fraction
+    seconds = time.perf_counter() - start
+    rss, peak = _memory_mb()
+    result.update(seconds=seconds, positions=positions, rss_before_mb=gc_rss,
+                  peak_mb=peak if reset else None,
+                  peak_extra_mb=(peak - gc_rss) if reset else None,
+                  linear_macs=sum(m.in_features * m.out_features for m in model.modules()
+                                  if isinstance(m, torch.nn.Linear)))
+    np.save(out + ".npy", values.double().cpu().numpy())
+    Path(out + ".json").write_text(json.dumps(result))
+
+
+def _run_worker(spec: dict, tmp: str) -> tuple[dict, np.ndarray]:
+    out = os.path.join(tmp, f"{spec['model']}_{spec['method']}_{spec.get('ppe', '')}")
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]),
+               MKL_NUM_THREADS=str(spec["threads"]))
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec),
+           "--worker-out", out]
+    subprocess.run(cmd, check=True, env=env)
+    return json.loads(Path(out + ".json").read_text()), np.load(out + ".npy")
+
+
+# ---------------------------------------------------------------------------- analysis
+def _flops(work: dict, linear_macs: int, positions: int) -> dict:
+    conv = [v for v in work.values() if v["module"] == "Conv2d"]
+    naive = sum(v["macs_per_output"] * v["full_outputs"] * v["positions"] for v in conv)
+    window = sum(v["macs_per_output"] * v["window_outputs"] for v in conv)
+    region = sum(v["macs_per_output"] * v["region_outputs"] for v in conv)
+    head = linear_macs * positions
+    return {"naive_conv_macs": naive, "incremental_conv_macs": window,
+            "minimal_conv_macs": region, "head_macs": head,
+            "flop_limit_conv": naive / region, "flop_ratio_achieved_conv": naive / window,
+            "flop_limit_network": (naive + head) / (region + head),
+            "flop_ratio_achieved_network": (naive + head) / (window + head)}
+
+
+def _ssim(exact: np.ndarray, approx: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    span = float(exact.max() - exact.min()) or 1.0
+    return float(structural_similarity(exact, approx, data_range=span))
+
+
+def _bench_model(name: str, args, tmp: str) -> dict:
+    base = {"model": name, "size": args.size, "patch": args.patch, "stride": args.stride,
+            "subset_stride": args.subset_stride, "threads": args.threads, "image": args.image,
+            "batch_size": args.batch_size}
+    _, rows, cols = _boxes(args.size, args.patch, args.stride)
+    subset, _, _ = _boxes(args.size, args.patch, args.subset_stride)
+    full = rows * cols
+    # Positions of the subset inside the full grid (the subset stride is a multiple).
+    starts = [(y0, x0) for y0, _, x0, _ in subset.tolist()]
+    in_grid = [(y0 // args.stride) * cols + x0 // args.stride for y0, x0 in starts]
+    report: dict = {"grid": [rows, cols], "positions": full, "subset_positions": len(subset)}
+    captum = {}
+    for ppe in args.ppe:
+        info, values = _run_worker(dict(base, method="captum", ppe=ppe), tmp)
+        info["seconds_full_extrapolated"] = info["seconds"] / info["positions"] * full
+        captum[ppe] = (info, values)
+        print(f"  {name} captum ppe={ppe}: {info['seconds']:.1f} s for {info['positions']}"
+              f" positions", flush=True)
+    best_ppe = min(captum, key=lambda k: captum[k][0]["seconds_full_extrapolated"])
+    captum_info, captum_values = captum[best_ppe]
+    naive_info, naive_values = _run_worker(dict(base, method="naive"), tmp)
+    naive_info["seconds_full_extrapolated"] = naive_info["seconds"] / naive_info["positions"] \
+        * full
+    print(f"  {name} naive: {naive_info['seconds']:.1f} s", flush=True)
+    inc_info, inc_values = _run_worker(dict(base, method="incremental"), tmp)
+    print(f"  {name} incremental: {inc_info['seconds']:.1f} s", flush=True)
+    approx_info, approx_values = _run_worker(dict(
+        base, method="approximate", max_fraction=args.max_fraction, coarse=args.coarse,
+        refine=args.refine), tmp)
+    print(f"  {name} approximate: {approx_info['seconds']:.1f} s", flush=True)
+    t_captum = captum_info["seconds_full_extrapolated"]
+    report["captum"] = {
+        "best_perturbations_per_eval": best_ppe,
+        "settings": {str(k): {key: v[0][key] for key in
+                              ("seconds", "positions", "seconds_full_extrapolated",
+                               "peak_extra_mb")} for k, v in captum.items()},
+        "seconds_full": t_captum, "extrapolated": True,
+        "peak_extra_mb": captum_info["peak_extra_mb"]}
+    report["naive"] = {"seconds_full": naive_info["seconds_full_extrapolated"],
+                       "extrapolated": True, "batch_size": args.batch_size,
+                       "peak_extra_mb": naive_info["peak_extra_mb"]}
+    flops = _flops(inc_info["work"], inc_info["linear_macs"], full)
+    speed_vs_naive = naive_info["seconds_full_extrapolated"] / inc_info["seconds"]
+    report["incremental"] = {
+        "seconds_full": inc_info["seconds"], "extrapolated": False,
+        "speedup_vs_captum": t_captum / inc_info["seconds"],
+        "speedup_vs_naive": speed_vs_naive,
+        "fraction_of_flop_limit_conv": speed_vs_naive / flops["flop_limit_conv"],
+        "fraction_of_flop_limit_network": speed_vs_naive / flops["flop_limit_network"],
+        "max_abs_diff_prob_vs_naive": float(np.abs(inc_values[in_grid] - naive_values).max()),
+        "max_abs_diff_prob_vs_captum": float(np.abs(inc_values[in_grid] - captum_values).max()),
+        "peak_extra_mb": inc_info["peak_extra_mb"], "batch_size": args.batch_size, **flops}
+    exact, approx = inc_values.reshape(rows, cols), approx_values.reshape(rows, cols)
+    report["approximate"] = {
+        "seconds_full": approx_info["seconds"], "extrapolated": False,
+        "speedup_vs_captum": t_captum / approx_info["seconds"],
+        "speedup_vs_naive": naive_info["seconds_full_extrapolated"] / approx_info["seconds"],
+        "ssim_vs_exact": _ssim(exact, approx),
+        "max_abs_diff_prob_vs_exact": float(np.abs(exact - approx).max()),
+        "evaluated_fraction": approx_info["evaluated_fraction"],
+        "max_fraction": args.max_fraction, "coarse": args.coarse, "refine": args.refine,
+        "peak_extra_mb": approx_info["peak_extra_mb"]}
+    report["maps"] = {"exact": exact.tolist(), "approximate": approx.tolist(),
+                      "p0": inc_info["p0"], "target": inc_info["target"]}
+    return report
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results["models"])
+    fig, axes = plt.subplots(1, 1 + 2 * len(models), figsize=(4 + 3.2 * len(models) * 2, 3.4))
+    methods = ["captum", "naive", "incremental", "approximate"]
+    width = 0.8 / len(models)
+    for i, name in enumerate(models):
+        r = results["models"][name]
+        t = r["captum"]["seconds_full"]
+        speed = [t / r[m]["seconds_full"] for m in methods]
+        axes[0].bar(np.arange(len(methods)) + i * width, speed, width, label=name)
+    axes[0].set_xticks(np.arange(len(methods)) + width * (len(models) - 1) / 2, methods,
+                       rotation=20)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("speed-up vs captum (x)")
+    axes[0].legend(fontsize=8)
+    for i, name in enumerate(models):
+        r = results["models"][name]
+        for j, key in enumerate(("exact", "approximate")):
+            ax = axes[1 + 2 * i + j]
+            ax.imshow(np.asarray(r["maps"][key]), cmap="viridis")
+            extra = f" SSIM {r['approximate']['ssim_vs_exact']:.2f}" if key != "exact" else ""
+            ax.set_title(f"{name} {key}{extra}", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    """Run the benchmark (or one worker, with ``--worker``); returns the results dict."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: AlexNet only, stride 16, two captum settings")
+    parser.add_argument("--out", default=str(ROOT / "results"))
+    parser.add_argument("--models", nargs="+", default=["vgg16", "alexnet"])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--stride", type=int, default=8)
+    parser.add_argument("--ppe", type=int, nargs="+", default=[1, 16],
+                        help="captum perturbations_per_eval settings to try")
+    parser.add_argument("--batch-size", type=int, default=32, help="positions per batch")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--image", default="coffee", help="sample image name")
+    parser.add_argument("--max-fraction", type=float, default=0.5,
+                        help="approximate: projective-field threshold")
+    parser.add_argument("--coarse", type=int, default=2, help="approximate: coarse step")
+    parser.add_argument("--refine", type=float, default=0.2,
+                        help="approximate: fraction of positions refined exactly")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(json.loads(args.worker), args.worker_out)
+        return None
+    if args.quick:
+        args.models, args.stride, args.ppe = ["alexnet"], 16, [1, 8]
+    if args.patch % args.stride:
+        raise ValueError("--patch must be a multiple of --stride (captum and the naive sweep "
+                         "are timed on the non-overlapping windows at stride = patch, which "
+                         "must lie on the grid)")
+    args.subset_stride = args.patch
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"settings": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
+               "machine": {"cpus": os.cpu_count(), "threads": args.threads,
+                           "note": "shared machine: absolute times vary, ratios are steadier"},
+               "models": {}}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            print(f"{name}:", flush=True)
+            results["models"][name] = _bench_model(name, args, tmp)
+    results["total_seconds"] = time.perf_counter() - start
+    name = "bench_occlusion_quick" if args.quick else "bench_occlusion"
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    _plot(results, out / f"{name}.png")
+    for model, r in results["models"].items():
+        inc, apx = r["incremental"], r["approximate"]
+        print(f"{model}: incremental {inc['speedup_vs_captum']:.1f}x vs captum "
+              f"({inc['speedup_vs_naive']:.1f}x vs naive; FLOP limit {inc['flop_limit_conv']:.1f}x"
+              f" conv, reached {inc['fraction_of_flop_limit_conv']:.0%}), max |dp| "
+              f"{inc['max_abs_diff_prob_vs_naive']:.1e}; approximate "
+              f"{apx['speedup_vs_captum']:.1f}x, SSIM {apx['ssim_vs_exact']:.3f}; peak extra MB "
+              f"captum {r['captum']['peak_extra_mb']:.0f} / incremental "
+              f"{inc['peak_extra_mb']:.0f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
