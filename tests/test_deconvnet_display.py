@@ -40,6 +40,20 @@ def test_minmax_and_all_zero_maps_never_divide_by_zero():
         normalize_for_display(maps, "global")
 
 
+def test_percentile_clips_the_few_strongest_pixels():
+    maps = torch.zeros(1, 1, 10, 10)
+    maps[0, 0, 0, :] = torch.arange(1.0, 11.0)  # |x| values 0 (x90) and 1..10
+    out = normalize_for_display(maps, percentile=95)
+    # the 95th percentile of the 100 values (90 zeros, then 1..10) is 5.05 (linear
+    # interpolation between the 95th and 96th sorted values, 5 and 6): 5.05 -> 1.0,
+    # 1 -> 0.5 + 1 / 10.1, 10 is clipped at 1
+    torch.testing.assert_close(out[0, 0, 0, 0], torch.tensor(0.5 + 1 / 10.1))
+    assert out[0, 0, 0, 9] == 1.0 and out[0, 0, 0, 4] < 1.0
+    assert (normalize_for_display(torch.zeros(2, 1, 3, 3), percentile=99) == 0.5).all()
+    with pytest.raises(ValueError, match="percentile"):
+        normalize_for_display(maps, percentile=0)
+
+
 def test_to_display_image_layout():
     assert to_display_image(torch.rand(3, 5, 7)).shape == (5, 7, 3)
     assert to_display_image(torch.rand(1, 5, 7)).shape == (5, 7)

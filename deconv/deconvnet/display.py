@@ -19,7 +19,8 @@ _METHODS = ("symmetric", "minmax")
 
 
 def normalize_for_display(projections: torch.Tensor, scale: str = "image",
-                          method: str = "symmetric", eps: float = 1e-12) -> torch.Tensor:
+                          method: str = "symmetric", eps: float = 1e-12,
+                          percentile: float | None = None) -> torch.Tensor:
     """Map projections to [0, 1] for display.
 
     Args:
@@ -29,6 +30,9 @@ def normalize_for_display(projections: torch.Tensor, scale: str = "image",
         method (str): ``"symmetric"``: zero maps to 0.5 grey and ``+-max|x|`` to 1 / 0 (signs
             stay comparable); ``"minmax"``: the minimum maps to 0 and the maximum to 1.
         eps (float): ranges at or below this count as empty (the map becomes 0.5 or 0).
+        percentile (float | None): ``"symmetric"`` only: use this percentile of ``|x|`` (e.g.
+            99.5) instead of the maximum as the full-scale value, clipping the few strongest
+            pixels so faint structure shows; None uses the maximum.
 
     Returns:
         torch.Tensor: same shape, values in [0, 1], no NaN even for all-zero maps.
@@ -47,8 +51,15 @@ def normalize_for_display(projections: torch.Tensor, scale: str = "image",
     x = projections.detach().unsqueeze(0) if single else projections.detach()
     x = torch.nan_to_num(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
     dims = (1, 2, 3) if scale == "image" else (0, 1, 2, 3)
+    if percentile is not None and not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
     if method == "symmetric":
         peak = x.abs().amax(dim=dims, keepdim=True)
+        if percentile is not None:
+            flat = x.abs().reshape(x.shape[0], -1) if scale == "image" else x.abs().reshape(1, -1)
+            q = torch.quantile(flat.double(), percentile / 100.0, dim=1).to(x.dtype)
+            q = q.reshape(-1, 1, 1, 1)
+            peak = torch.where(q > eps, q, peak)
         safe = torch.where(peak > eps, peak, torch.ones_like(peak))
         out = torch.where(peak > eps, 0.5 + x / (2 * safe), torch.full_like(x, 0.5))
     else:
