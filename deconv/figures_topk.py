@@ -63,18 +63,23 @@ def crop(images: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tenso
     return images[..., top:bottom, left:right]
 
 
-def display_projection(projection: torch.Tensor) -> torch.Tensor:
-    """Map a projection ``[3, h, w]`` to [0, 1] for display: zero is mid-grey, the largest
-    magnitude reaches black or white (one scale for the three colour channels)."""
-    scale = projection.abs().amax()
-    if scale <= 0:
+def display_projection(projection: torch.Tensor, percentile: float = 99.5) -> torch.Tensor:
+    """Map a projection ``[3, h, w]`` to [0, 1] for display: zero is mid-grey, and the
+    ``percentile`` of ``|value|`` (one scale for the three colour channels) reaches black or
+    white; the few stronger pixels are clipped, so one extreme pixel cannot grey out the rest."""
+    magnitude = projection.detach().abs().flatten().float()
+    if magnitude.numel() == 0 or float(magnitude.max()) <= 0:
         return torch.full_like(projection, 0.5)
+    scale = torch.quantile(magnitude, percentile / 100.0)
+    if scale <= 0:
+        scale = magnitude.max()
     return (projection / (2 * scale) + 0.5).clamp(0, 1)
 
 
 def pick_channels(result: TopKResult, layer: str, count: int, seed: int = 0,
                   min_entries: int | None = None) -> list[int]:
-    """A random subset of channels (the paper's "random subset of feature maps"), seeded.
+    """A random subset of channels (the paper's "random subset of feature maps"), seeded by
+    ``seed`` and the layer name.
 
     Only channels whose ``min_entries``-th best value is positive (alive on at least that
     many images; ``k`` by default) are eligible. Returned sorted.
@@ -83,7 +88,7 @@ def pick_channels(result: TopKResult, layer: str, count: int, seed: int = 0,
     values = result.values[layer]
     alive = [c for c in range(values.shape[0])
              if need < values.shape[1] and float(values[c, need]) > 0]
-    rng = random.Random(seed)
+    rng = random.Random(f"{seed}:{layer}")  # a different draw per layer, reproducible
     return sorted(rng.sample(alive, min(count, len(alive))))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import deconv
 from deconv.figures_topk import mine_and_draw
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="seed of the channel choice")
     parser.add_argument("--out", default="results/fig2", help="output directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse/continue the mining saved in OUT/topk.pt (same settings)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 photo, 2 scales, 64 px crops, 2 channels per layer")
     args = parser.parse_args(argv)
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     layers = [int(x) if x.isdigit() else x for x in args.layers]
     record = mine_and_draw(loaded, dataset, layers, args.out, k=args.k, channels=args.channels,
                            seed=args.seed, batch_size=args.batch_size,
-                           tile=48 if args.quick else 64, progress=not args.quick)
+                           tile=48 if args.quick else 64, progress=not args.quick,
+                           checkpoint=Path(args.out) / "topk.pt" if args.resume else None)
     total = time.perf_counter() - start
     print(f"fig2: {record['images']} crops mined in {record['mining_seconds']} s "
           f"({record['mining_images_per_second']} img/s); total {total:.1f} s")

@@ -366,3 +366,13 @@ def test_topk_command_on_a_folder(tmp_path):
     assert layer["paper_layer"] == 1 and len(layer["channels"]) == 2
     assert (tmp_path / "out" / "layer1_3.png").is_file()
     assert TopKResult.load(tmp_path / "out" / "topk.pt").k == 2
+
+
+def test_layers_after_the_taps_may_not_fit_the_input_size():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    small = torch.randn(5, 3, 10, 10)  # the Linear layer expects 8 x 8 inputs
+    result = mine_top_k(net, small, ["1"], k=2, progress=False)
+    assert result.map_sizes["1"] == (8, 8) and result.images_seen == 5
+    with pytest.raises(RuntimeError):
+        mine_top_k(net, small, ["1"], k=2, stop_early=False, progress=False)
+    assert no_hooks(net)

@@ -59,6 +59,7 @@ class LayerTaps:
         self._handles: list = []
         self._training: dict[nn.Module, bool] = {}
         self._fired: set[str] = set()
+        self._reduced = 0
         self._checked = False
 
     def __enter__(self) -> LayerTaps:
@@ -93,7 +94,8 @@ class LayerTaps:
                                 f"choose a module whose output is a single tensor")
             self._fired.add(name)
             self.reducer(name, output)
-            if self.stop_early and self._checked and len(self._fired) == len(self.names):
+            self._reduced += 1
+            if self.stop_early and self._checked and self._reduced == len(self.names):
                 raise _StopForward
 
         return hook
@@ -107,7 +109,7 @@ class LayerTaps:
         """
         if not self._handles:
             raise RuntimeError("LayerTaps.run() must be called inside a `with LayerTaps(...)`")
-        self._fired = set()
+        self._fired, self._reduced = set(), 0
         try:
             self.module(images)
         except _StopForward:
@@ -118,7 +120,7 @@ class LayerTaps:
             # The first pass runs past the taps only to find reused modules; if the part after
             # the last tap cannot run (e.g. fixed-size fully-connected layers on a smaller
             # input), it is not needed.
-            if self._checked or len(self._fired) < len(self.names):
+            if not self.stop_early or self._checked or self._reduced < len(self.names):
                 raise
         self._checked = True
         missing = [n for n in self.names if n not in self._fired]
