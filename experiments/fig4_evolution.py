@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0, help="seeds the image and map subsets")
     parser.add_argument("--out", default=str(ROOT / "results" / "fig4"))
-    parser.add_argument("--quick", action="store_true", help="300 images, 2 maps per layer")
+    parser.add_argument("--quick", action="store_true",
+                        help="300 images, 2 maps per layer, first and last epochs; outputs get "
+                             "a _quick suffix")
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.maps = 300, 2
@@ -147,8 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
                 cells[(li * args.maps + m, column)] = shown
 
     rows = len(LAYERS) * args.maps
-    _draw_grid(cells, rows, epochs, chosen, out / "fig4_evolution.png", args.maps)
-    _draw_settled(settled, epochs, out / "fig4_settled.png")
+    suffix = "_quick" if args.quick else ""
+    _draw_grid(cells, rows, epochs, chosen, out / f"fig4_evolution{suffix}.png", args.maps)
+    _draw_settled(settled, epochs, out / f"fig4_settled{suffix}.png")
     record = {"checkpoints": str(Path(args.checkpoints)), "epochs": epochs,
               "paper_epochs": [1, 2, 5, 10, 20, 30, 40, 64], "images_searched": args.images,
               "maps": {str(k): v for k, v in chosen.items()}, "layers": names,
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
               "claim": "lower layers converge within a few epochs, upper layers only later",
               "claim_holds": _claim_holds(settled),
               "seconds": round(time.perf_counter() - start, 1), "quick": args.quick}
-    (out / "fig4_evolution.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"fig4_evolution{suffix}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({"settled": settled, "claim_holds": record["claim_holds"]}, indent=1))
     return record
 

@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-resume", action="store_true", help="start the run over")
     parser.add_argument("--out", default=str(ROOT / "results" / "train_zfnet"))
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 512 training / 256 test images, 2 epochs, nothing "
-                             "exported to results/checkpoints")
+                        help="smoke run: 512 training / 256 test images, 2 epochs, in runs/quick "
+                             "(the committed checkpoints are not touched)")
     return parser
 
 
@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.epochs, args.lr_drops = 2, [1]
     settings = settings_from(args)
     run_dir = Path(args.run_dir or ROOT / "runs" / f"zfnet_{args.config}")
-    if args.quick:
-        run_dir, export = out / "quick_run", out / "quick_checkpoints"
+    if args.quick:  # scratch space, never the committed checkpoints
+        run_dir, export = ROOT / "runs" / "quick" / "train", ROOT / "runs" / "quick" / "export"
+        args.no_resume = True
     elif args.export:
         export = Path(args.export)
     else:

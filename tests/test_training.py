@@ -300,3 +300,22 @@ def test_fashion_configs_sizes_and_loaded_model():
     assert loaded.layers == ZFNet.paper_layer_modules
     with pytest.raises(KeyError, match="choose one of"):
         deconv.load_model("zfnet", config="fashon")
+
+
+def test_export_run_writes_float16_epochs_and_a_manifest(tmp_path):
+    from deconv.training.checkpoints import epoch_checkpoints, export_run, final_checkpoint
+
+    model = tiny_model()
+    settings = TrainSettings(epochs=2, batch_size=16, checkpoint_epochs=(1, 2))
+    train(model, toy_data(32), settings, tmp_path / "run", progress=False)
+    with pytest.raises(FileNotFoundError, match="retrain"):
+        final_checkpoint(tmp_path / "export")
+    final = export_run(tmp_path / "run", tmp_path / "export", "cmd --retrain", "tiny")
+    assert final == final_checkpoint(tmp_path / "export") and final.name == "epoch_002.pt"
+    assert list(epoch_checkpoints(tmp_path / "export")) == [1, 2]
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["command"] == "cmd --retrain" and manifest["dtype"] == "float16"
+    state = torch.load(final, weights_only=True)
+    for name, value in model.state_dict().items():
+        assert state[name].dtype == torch.float16
+        assert torch.allclose(state[name].float(), value, rtol=1e-3, atol=1e-4)
