@@ -113,7 +113,7 @@ class _ExplicitRun(ProjectionRun):
             signal = _DOWN[step.kind](signal, step, self.records[step.node], seeds.image)
         if signal.tensor.dim() == 4:
             signal = signal.reframe_full(self.input_shape[-2:])
-        return signal.tensor
+        return signal.tensor.contiguous()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,15 +247,34 @@ class _Signal:
         dy, dx = oy_new - self.oy, ox_new - self.ox
         if k == 0:
             return _Signal(t.new_zeros((0, t.shape[1], h_new, w_new)), oy_new, ox_new)
+        moved = (dy != 0) | (dx != 0)
+        if (h_new, w_new) == (h, w) and not bool(moved.all()):
+            # Same size: only the rows whose window moved (units near a border) need work.
+            if not bool(moved.any()):
+                return _Signal(t, oy_new, ox_new)
+            out = t.clone()
+            part = _Signal(t[moved], self.oy[moved], self.ox[moved])
+            out[moved] = part.reframe(oy_new[moved], ox_new[moved], h_new, w_new).tensor
+            return _Signal(out, oy_new, ox_new)
         if bool((dy == dy[0]).all()) and bool((dx == dx[0]).all()):
             sy, sx = int(dy[0]), int(dx[0])  # one shift for all rows: crop or pad
             out = F.pad(t, (-sx, sx + w_new - w, -sy, sy + h_new - h))
             return _Signal(out, oy_new, ox_new)
-        rows = dy[:, None] + torch.arange(h_new, device=t.device)
+        batch = torch.arange(k, device=t.device)[:, None, None]
+        if h * w < h_new * w_new:  # growing: scatter the (smaller) old window into zeros
+            rows = -dy[:, None] + torch.arange(h, device=t.device)
+            cols = -dx[:, None] + torch.arange(w, device=t.device)
+            valid = (((rows >= 0) & (rows < h_new))[:, None, :, None]
+                     & ((cols >= 0) & (cols < w_new))[:, None, None, :])
+            out = t.new_zeros((k, h_new, w_new, t.shape[1]))
+            index = (batch, rows.clamp(0, h_new - 1)[:, :, None],
+                     cols.clamp(0, w_new - 1)[:, None, :])
+            out.index_put_(index, (t * valid).permute(0, 2, 3, 1), accumulate=True)
+            return _Signal(out.permute(0, 3, 1, 2), oy_new, ox_new)
+        rows = dy[:, None] + torch.arange(h_new, device=t.device)  # shrinking: gather
         cols = dx[:, None] + torch.arange(w_new, device=t.device)
         valid = (((rows >= 0) & (rows < h))[:, None, :, None]
                  & ((cols >= 0) & (cols < w))[:, None, None, :])
-        batch = torch.arange(k, device=t.device)[:, None, None]
         out = t[batch, :, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
         out = out.permute(0, 3, 1, 2) * valid
         return _Signal(out, oy_new, ox_new)
@@ -276,18 +295,22 @@ class _Signal:
 
 
 def _initial_window(seeds: Seeds, output: torch.Tensor) -> _Signal:
-    act = output[seeds.image]
-    if act.dim() != 4:
-        return _Signal(seeds.dense(act))
-    k, c = act.shape[:2]
-    rows = torch.arange(k, device=act.device)
-    zero = torch.zeros(k, dtype=torch.long, device=act.device)
-    if seeds.whole_map:
-        return _Signal(seeds.dense(act), zero, zero.clone())
-    value = act[rows, seeds.channel, seeds.y, seeds.x]
+    """The seeds: a 1x1 window at each unit, or the whole map; only the seeded values are read."""
+    k, device = len(seeds), output.device
+    rows = torch.arange(k, device=device)
+    if output.dim() != 4 or seeds.whole_map:
+        picked = output[seeds.image, seeds.channel]  # [k] or [k, H, W]
+        signal = output.new_zeros((k, *output.shape[1:]))
+        signal[rows, seeds.channel] = picked if seeds.mode == "activation" \
+            else torch.ones_like(picked)
+        if output.dim() != 4:
+            return _Signal(signal)
+        zero = torch.zeros(k, dtype=torch.long, device=device)
+        return _Signal(signal, zero, zero.clone())
+    value = output[seeds.image, seeds.channel, seeds.y, seeds.x]
     if seeds.mode == "unit":
         value = torch.ones_like(value)
-    window = act.new_zeros((k, c, 1, 1))
+    window = output.new_zeros((k, output.shape[1], 1, 1))
     window[rows, seeds.channel, 0, 0] = value
     return _Signal(window, seeds.y.clone(), seeds.x.clone())
 
