@@ -259,7 +259,8 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
     record: dict = {"model": getattr(loaded, "name", type(loaded).__name__),
                     "source": getattr(loaded, "source", ""), "k": k,
                     "images": result.images_seen, "skipped_ids": result.skipped_ids,
-                    "mining_seconds": round(mining_s, 1),
+                    "mining_seconds": result.meta.get("seconds", round(mining_s, 1)),
+                    "reused_checkpoint": mining_s < 0.5 * result.meta.get("seconds", 0.0),
                     "mining_images_per_second": result.meta.get("images_per_second"),
                     "layers": {}}
     if hasattr(dataset, "describe"):

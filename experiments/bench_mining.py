@@ -48,9 +48,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--k", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default="results")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results; results/quick with --quick)")
     parser.add_argument("--quick", action="store_true", help="32 images of 64 px, 1 repeat")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = "results/quick" if args.quick else "results"
     if args.quick:
         args.images, args.size, args.repeats = 32, 64, 1
     loaded = deconv.load_model(args.model)

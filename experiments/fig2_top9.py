@@ -38,12 +38,15 @@ def main(argv: list[str] | None = None) -> dict:
                         help="crop sides as fractions of each photo's short side")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="seed of the channel choice")
-    parser.add_argument("--out", default="results/fig2", help="output directory")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results/fig2; --quick: results/quick/fig2)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse/continue the mining saved in OUT/topk.pt (same settings)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 photo, 2 scales, 64 px crops, 2 channels per layer")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = "results/quick/fig2" if args.quick else "results/fig2"
     names: str | list[str] = "all"
     if args.quick:
         names, args.scales, args.size, args.channels = ["coffee"], [1.0, 0.5], 64, 2

@@ -64,11 +64,14 @@ def _runs_at(loaded, size: int) -> bool:
 def main(argv: list[str] | None = None) -> dict:
     """Draw the filter grids, count dead maps; returns the JSON record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results", help="output directory")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results; results/quick with --quick)")
     parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
     parser.add_argument("--size", type=int, default=112, help="side of each crop")
     parser.add_argument("--quick", action="store_true", help="one photo, scale 1 and 1/2")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = "results/quick" if args.quick else "results"
     out = Path(args.out)
     names: str | list[str] = ["coffee"] if args.quick else "all"
     record: dict = {"definition": {

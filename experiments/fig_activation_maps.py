@@ -32,9 +32,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--layers", nargs="+", default=["1", "5"],
                         help="paper layer numbers or module names")
     parser.add_argument("--max-maps", type=int, default=512, help="draw at most this many maps")
-    parser.add_argument("--out", default="results/activation_maps")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results/activation_maps; "
+                             "--quick: results/quick/activation_maps)")
     parser.add_argument("--quick", action="store_true", help="112 px input, 64 maps")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = "results/quick/activation_maps" if args.quick else "results/activation_maps"
     loaded = deconv.load_model(args.model)
     size = 112 if args.quick else loaded.input_size
     image = loaded.preprocess(sample_images([args.image])[0].image, size=size)

@@ -160,9 +160,12 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
             torch.cat([result.positions[name].to(ids.device), positions], 1), k, area)
         result.values[name], result.image_ids[name], result.positions[name] = v, i, p
 
+    earlier_seconds = float(result.meta.get("seconds", 0.0))  # of the runs before a resume
+
     def save(complete: bool) -> None:
         result.meta["progress"] = {"consumed": consumed, "unit": unit, "complete": complete,
                                    "fingerprint": fingerprint}
+        result.meta["seconds"] = round(earlier_seconds + time.perf_counter() - start_time, 2)
         if checkpoint is not None:
             result.to("cpu").save(checkpoint)
 
