@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"exported checkpoints (default for Fashion-MNIST: {DEFAULT_EXPORT})")
     parser.add_argument("--retrain", action="store_true", help="train even if exported")
     parser.add_argument("--no-resume", action="store_true", help="start the run over")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="train on the first N images only (timing runs)")
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="evaluate on the first N test images only")
     parser.add_argument("--out", default=str(ROOT / "results" / "train_zfnet"))
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 512 training / 256 test images, 2 epochs, in runs/quick "
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
                       manifest=json.loads((export / "manifest.json").read_text()))
         print(f"{path}: test accuracy {result['accuracy']:.4f} (no training; --retrain to train)")
     else:
-        limits = (512, 256) if args.quick else (None, None)
+        limits = (512, 256) if args.quick else (args.train_images, args.test_images)
         start = time.perf_counter()
         loaded, history = train_fashion_mnist(args.config, settings, run_dir, *limits,
                                               device=args.device, resume=not args.no_resume,
