@@ -318,3 +318,20 @@ def test_blur_fill_is_what_the_window_sees():
 
 def test_naive_is_registered():
     assert "naive" in occlusion_methods()
+
+
+def test_occlude_command_writes_figure_and_json(tmp_path):
+    import argparse
+    import json
+
+    from deconv.cli import occlude_command
+
+    parser = argparse.ArgumentParser()
+    occlude_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["occlude", "--model", "zfnet", "--image", "sample:coffee",
+                              "--layer", "5", "--patch", "112", "--stride", "112",
+                              "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    record = json.loads((tmp_path / "occlusion.json").read_text())
+    assert record["grid"] == [2, 2] and len(record["probability"]) == 2
+    assert record["feature_layer"] and (tmp_path / "occlusion.png").stat().st_size > 1000
