@@ -157,6 +157,7 @@ def test_relu6_forms_agree_and_gradient_rule_is_plain_autograd():
     torch.testing.assert_close(ours[0], grad[0], rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")
 def test_other_nonlinearities_warn_and_torchscript_is_refused():
     model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.SiLU(), nn.Conv2d(2, 2, 3))
     with pytest.warns(UserWarning, match="silu"):
