@@ -306,3 +306,30 @@ def test_registered_as_sweep_engine():
                                      method="naive")
     torch.testing.assert_close(fast.output, slow.output, rtol=0, atol=TOL64)
     torch.testing.assert_close(fast.layer_totals, slow.layer_totals, rtol=0, atol=1e-9)
+
+
+def test_drill_down_exact_at_coarse_one_and_refines_the_most_sensitive():
+    from deconv.occlusion.approximate import drill_down_map
+
+    _seed(8)
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 24, 24, dtype=torch.float64)
+    boxes = torch.tensor([(y, y + 6, x, x + 6) for y in range(0, 19, 3) for x in range(0, 19, 3)])
+    engine = IncrementalOcclusion(model, image, 0.0)
+
+    def score(out):
+        return out.output.softmax(1)[:, 0]
+
+    exact = score(engine.outputs(boxes)).view(7, 7)
+    full = drill_down_map(engine, boxes, (7, 7), score, coarse=1, refine=0)
+    torch.testing.assert_close(full.grid, exact, rtol=0, atol=TOL64)
+    assert full.evaluated.all()
+    approx = drill_down_map(engine, boxes, (7, 7), score, coarse=3, refine=0.3)
+    assert 0 < approx.evaluated_fraction < 1
+    ev = approx.evaluated
+    torch.testing.assert_close(approx.grid[ev], exact[ev], rtol=0, atol=TOL64)
+    assert ev[::3, ::3].all() and ev[-1, -1]  # the coarse grid includes the last row/column
+    with pytest.raises(ValueError, match="coarse"):
+        drill_down_map(engine, boxes, (7, 7), score, coarse=0)
+    with pytest.raises(ValueError, match="grid"):
+        drill_down_map(engine, boxes, (6, 7), score)
