@@ -36,6 +36,7 @@ from deconv.optimization import (
     layer_activation,
     make_image,
     neuron,
+    optima_objectives,
     standard_transforms,
     to_rgb,
     visualize_feature,
@@ -243,6 +244,32 @@ def test_objective_errors_are_specific():
         visualize_feature(model, [channel("relu2", 0)] * 2, batch=3, steps=1)
     with pytest.raises(ValueError, match="where"):
         Tap("relu2", "inside")
+
+
+def test_redirected_relu_hand_computed():
+    from deconv.optimization import redirected_relu
+
+    x = torch.tensor([[1.0, -2.0, -1.0], [-1.0, -2.0, -3.0]], requires_grad=True)
+    y = redirected_relu(x)
+    assert torch.equal(y, x.detach().clamp_min(0))
+    grad = torch.tensor([[-1.0, -1.0, 2.0], [-1.0, 2.0, -3.0]])
+    y.backward(grad)
+    # row 0 has a live unit: the ordinary ReLU gradient; row 1 is off everywhere: gradients
+    # at negative inputs pass only where a descent step raises the input (grad < 0)
+    assert x.grad.tolist() == [[-1.0, 0.0, 0.0], [-1.0, 0.0, -3.0]]
+
+
+def test_optima_objectives_of_a_relu_layer():
+    model = TinyNet().eval()
+    x = torch.randn(2, 3, 12, 12)
+    positive, negative = optima_objectives(model, "relu2", 1)
+    assert positive.taps == negative.taps == (Tap("relu2", "input"),)
+    with torch.no_grad():
+        z = model.conv2(model.pool(model.relu1(model.bn1(model.conv1(x.clone())))))[:, 1]
+    assert torch.allclose(evaluate(model, positive, x), z.clamp_min(0).mean((1, 2)), atol=1e-6)
+    assert torch.allclose(evaluate(model, negative, x), -z.mean((1, 2)), atol=1e-6)
+    positive, negative = optima_objectives(model, "conv2", 1)  # not an activation: its output
+    assert positive.taps == (Tap("conv2", "output"),)
 
 
 def test_taps_see_pre_activation_and_are_safe_from_inplace_relu():

@@ -8,7 +8,8 @@ model up to the deepest tapped layer, and take an Adam step that increases the o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -44,30 +45,32 @@ class FeatureVisualization:
     settings: dict = field(default_factory=dict)
 
 
-class preserved_model_state:  # noqa: N801 (a context manager used like a function)
-    """Context manager: eval mode and no parameter gradients inside; both restored on exit.
+@contextmanager
+def preserved_model_state(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients inside the block; both restored on exit.
 
     Eval mode keeps batch-norm statistics (and dropout) fixed; turning ``requires_grad`` off
     for the parameters means backward computes the image gradient only (about half the work).
     Every module's ``training`` flag and every parameter's ``requires_grad`` are put back
     exactly as they were, also after an exception.
+
+    Args:
+        module (nn.Module): the network.
+
+    Yields:
+        nn.Module: the same network.
     """
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def __enter__(self) -> nn.Module:
-        self.training = {m: m.training for m in self.module.modules()}
-        self.requires_grad = {p: p.requires_grad for p in self.module.parameters()}
-        self.module.eval()
-        for p in self.requires_grad:
+    training = {m: m.training for m in module.modules()}
+    requires_grad = {p: p.requires_grad for p in module.parameters()}
+    try:
+        module.eval()
+        for p in requires_grad:
             p.requires_grad_(False)
-        return self.module
-
-    def __exit__(self, *exc) -> None:
-        for m, flag in self.training.items():
+        yield module
+    finally:
+        for m, flag in training.items():
             m.training = flag
-        for p, flag in self.requires_grad.items():
+        for p, flag in requires_grad.items():
             p.requires_grad_(flag)
 
 
