@@ -11,9 +11,9 @@ from deconv.methods import (
     last_conv_layer,
     list_methods,
     method_info,
-    normalize_for_display,
     reduce_channels,
     register_method,
+    scale_for_display,
 )
 from deconv.methods.registry import as_target
 
@@ -71,7 +71,7 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
 
 
 def test_registry_lists_ours_and_captums_methods():
-    assert list_methods("ours") == ["deconvnet", "occlusion"]
+    assert list_methods("ours") == ["deconvnet", "guided-backprop", "occlusion"]
     assert set(list_methods("captum")) == {
         "captum-saliency", "captum-input-x-gradient", "captum-deconvolution",
         "captum-guided-backprop", "captum-integrated-gradients", "captum-occlusion",
@@ -142,6 +142,16 @@ def test_with_relu6_captum_deconvolution_is_the_plain_gradient_and_ours_is_not()
     assert not torch.allclose(ours, gradient, atol=1e-6)
 
 
+def test_our_guided_backprop_equals_captums_on_a_captum_compatible_model():
+    pytest.importorskip("deconv.deconvnet")
+    model = tiny_model(inplace=True).double()  # BN: guided backprop goes through it like captum
+    images = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    ours = attribute("guided-backprop", model, images, [0, 3], reduction="none")
+    theirs = attribute("captum-guided-backprop", model, images, [0, 3], reduction="none")
+    assert ours.abs().sum() > 0
+    assert torch.allclose(ours, theirs, atol=1e-12, rtol=1e-9)
+
+
 def test_our_occlusion_equals_captums_occlusion():
     pytest.importorskip("deconv.occlusion")
     model = tiny_model().double()
@@ -187,7 +197,7 @@ def test_channel_reductions_on_a_hand_made_tensor():
 
 def test_display_normalization_keeps_sign_and_survives_zero_maps():
     maps = torch.stack([torch.zeros(4, 4), torch.linspace(-2, 1, 16).view(4, 4)])
-    shown = normalize_for_display(maps, percentile=100)
+    shown = scale_for_display(maps, percentile=100)
     assert torch.equal(shown[0], torch.zeros(4, 4))
     assert shown[1].min() == -1 and shown[1].max() == pytest.approx(0.5)
     assert (torch.sign(shown[1]) == torch.sign(maps[1])).all()
@@ -207,3 +217,27 @@ def test_argument_errors_are_specific():
         register_method("new-method", family="ours", reduction="median")
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         attribute("captum-saliency", model, torch.randn(12, 12), 0)
+
+
+def test_compare_command_lists_methods_and_writes_the_grid(tmp_path, capsys):
+    import argparse
+    import json
+
+    from deconv.cli import compare_command
+
+    parser = argparse.ArgumentParser()
+    compare_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["compare", "--list"])
+    assert args.func(args) == 0
+    assert "captum-guided-gradcam" in capsys.readouterr().out
+    args = parser.parse_args(["compare", "--image", "sample:coffee", "--methods", "deconvnet",
+                              "--metrics", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    record = json.loads((tmp_path / "compare.json").read_text())
+    assert record["targets"] == ["espresso"]
+    assert set(record["methods"]) == {"deconvnet"}
+    assert 0 <= record["methods"]["deconvnet"]["insertion_auc"][0] <= 1
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unknown methods"):
+        args = parser.parse_args(["compare", "--methods", "lime", "--out", str(tmp_path)])
+        args.func(args)

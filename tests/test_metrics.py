@@ -14,6 +14,7 @@ from deconv.metrics import (
     box_to_input,
     cascading_randomization,
     deletion,
+    input_dependence,
     insertion,
     load_object_boxes,
     pointing_game,
@@ -296,3 +297,23 @@ def test_randomize_parameters_keeps_scale_and_order_of_layers():
     assert float(clone[3].weight.detach().std()) == pytest.approx(float(weight.std()), rel=0.2)
     with pytest.raises(ValueError, match="no module named"):
         randomize_parameters(clone, ["nope"], torch.Generator())
+
+
+def test_input_dependence_flags_maps_that_ignore_the_image():
+    model = tiny_classifier()
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    pattern = torch.rand(16, 16, generator=torch.Generator().manual_seed(7))
+
+    def fixed(_model, x, _target):  # the same map for every photo
+        return pattern.expand(x.shape[0], -1, -1)
+
+    def image_itself(_model, x, _target):
+        return x[:, 0]
+
+    rho, sim = input_dependence(model, images, [0, 1, 2], fixed)
+    assert np.allclose(rho, 1.0) and np.allclose(sim, 1.0)
+    rho, sim = input_dependence(model, images, [0, 1, 2], image_itself)
+    expected = [spearman(images[i, 0], images[(i + 1) % 3, 0]) for i in range(3)]
+    assert np.allclose(rho, expected)
+    with pytest.raises(ValueError, match="at least two"):
+        input_dependence(model, images[:1], 0, fixed)

@@ -1,14 +1,14 @@
 """Every attribution method behind one call: ``attribute(method, model, images, target)``.
 
-``list_methods()`` names them: ours (``"deconvnet"``, ``"occlusion"``) and captum's
-(``"captum-saliency"``, ``"captum-input-x-gradient"``, ``"captum-deconvolution"``,
+``list_methods()`` names them: ours (``"deconvnet"``, ``"guided-backprop"``, ``"occlusion"``)
+and captum's (``"captum-saliency"``, ``"captum-input-x-gradient"``, ``"captum-deconvolution"``,
 ``"captum-guided-backprop"``, ``"captum-integrated-gradients"``, ``"captum-occlusion"``,
 ``"captum-layer-gradcam"``, ``"captum-guided-gradcam"``). Each returns one map per image of the
 image's size, with a documented reduction over colour channels (``method_info(name).reduction``,
-see :data:`REDUCTIONS`); :func:`normalize_for_display` puts any of them on one display scale.
+see :data:`REDUCTIONS`); :func:`scale_for_display` puts any of them on one display scale.
 """
 
-from deconv.methods.display import normalize_for_display
+from deconv.methods.display import scale_for_display
 from deconv.methods.gradcam_layer import last_conv_layer
 from deconv.methods.model_state import inference_state
 from deconv.methods.registry import (
@@ -22,5 +22,5 @@ from deconv.methods.registry import (
 )
 
 __all__ = ["REDUCTIONS", "MethodInfo", "attribute", "inference_state", "last_conv_layer",
-           "list_methods", "method_info", "normalize_for_display", "reduce_channels",
+           "list_methods", "method_info", "reduce_channels", "scale_for_display",
            "register_method"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["normalize_for_display"]
+__all__ = ["scale_for_display"]
 
 
-def normalize_for_display(maps: torch.Tensor, percentile: float = 99.5) -> torch.Tensor:
+def scale_for_display(maps: torch.Tensor, percentile: float = 99.5) -> torch.Tensor:
     """Scale each map ``[..., H, W]`` by its ``percentile`` of ``|value|`` and clip to [-1, 1].
 
     Args:

@@ -1,4 +1,4 @@
-"""This toolkit's methods behind the registry's common call: the deconvnet and occlusion.
+"""This toolkit's methods behind the registry's common call: deconvnet, guided backprop, occlusion.
 
 * ``"deconvnet"``: :class:`deconv.deconvnet.GenericDeconvnet` with ``rule="deconvnet"``
   (Zeiler & Fergus 2014), which rectifies the backward signal at *every* rectifier (``nn.ReLU``
@@ -6,6 +6,9 @@
   batch-norm / LRN unchanged. By default it projects the target class logit seeded with 1 (the
   gradient convention, so it is comparable with captum's Deconvolution); ``unit=`` projects a
   hidden unit or a whole feature map instead.
+* ``"guided-backprop"``: the same engine with ``rule="guided"`` (Springenberg et al. 2014):
+  forward mask and rectified backward signal at every rectifier, ``nn.ReLU6`` included, which
+  captum's GuidedBackprop leaves untouched.
 * ``"occlusion"``: :func:`deconv.occlusion.occlusion_sweep` (Zeiler & Fergus 2014, Fig. 7(d)):
   the drop of the target's softmax probability when a square of the model's mean colour covers
   the pixel, averaged over the squares covering it (the same convention as captum's Occlusion).
@@ -21,7 +24,7 @@ from torch import nn
 
 from deconv.methods.registry import register_method
 
-__all__ = ["deconvnet", "occlusion"]
+__all__ = ["deconvnet", "guided_backprop", "occlusion"]
 
 
 @register_method("deconvnet", family="ours", reduction="abs_max",
@@ -58,6 +61,25 @@ def deconvnet(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
     n = images.shape[0]
     rows = torch.tensor([[i, channel, int(unit[2]), int(unit[3])] for i in range(n)])
     return engine.project(images, layer, rows, chunk_size=chunk_size)
+
+
+@register_method("guided-backprop", family="ours", reduction="abs_max",
+                 description="our guided backprop (Springenberg et al. 2014) of the target logit, "
+                             "any architecture (ReLU6, functional and inplace ReLU)")
+def guided_backprop(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
+                    chunk_size: int = 32) -> torch.Tensor:
+    """Guided backprop of the target logit (seeded with 1) with the generic engine.
+
+    Args:
+        chunk_size (int): images per backward pass.
+
+    Returns:
+        torch.Tensor: ``[N, C, H, W]``.
+    """
+    from deconv.deconvnet import GenericDeconvnet
+
+    return GenericDeconvnet(model, rule="guided").attribute(images, target,
+                                                            chunk_size=chunk_size)
 
 
 @register_method("occlusion", family="ours", reduction="mean",

@@ -27,6 +27,7 @@ from deconv.metrics.pointing_game import (
 from deconv.metrics.sanity_check import (
     SanityCheck,
     cascading_randomization,
+    input_dependence,
     randomize_parameters,
     spearman,
     ssim,
@@ -35,4 +36,4 @@ from deconv.metrics.sanity_check import (
 __all__ = ["CausalCurve", "causal_curve", "deletion", "insertion", "zeros_substrate",
            "blur_substrate", "TOLERANCE", "PointingResult", "pointing_game", "pointing_hit",
            "box_to_input", "load_object_boxes", "SanityCheck", "cascading_randomization",
-           "randomize_parameters", "spearman", "ssim"]
+           "input_dependence", "randomize_parameters", "spearman", "ssim"]

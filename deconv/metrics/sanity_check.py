@@ -1,5 +1,7 @@
 """Model-randomization sanity check (Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
 
+Also :func:`input_dependence`: the same class explained on another photo (does the map change?).
+
 Cascading randomization: starting from the top of the network, re-initialize the weights of one
 more group of layers at each step (keeping the ones already randomized), recompute each
 method's maps, and compare them with the maps of the trained model. A method that explains the
@@ -33,8 +35,8 @@ from torch import nn
 
 from deconv.methods.registry import attribute, module_of
 
-__all__ = ["SanityCheck", "cascading_randomization", "randomize_parameters", "spearman",
-           "ssim", "map_similarity", "parameter_layers_top_down"]
+__all__ = ["SanityCheck", "cascading_randomization", "input_dependence", "randomize_parameters",
+           "spearman", "ssim", "map_similarity", "parameter_layers_top_down"]
 
 Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -221,6 +223,48 @@ def cascading_randomization(model, images: torch.Tensor, target,
     return SanityCheck(steps, {n: v[0] for n, v in stack.items()},
                        {n: v[1] for n, v in stack.items()}, {n: v[2] for n, v in stack.items()},
                        maps)
+
+
+def input_dependence(model, images: torch.Tensor, target, method: str | Explain, *,
+                     reference: torch.Tensor | None = None,
+                     options: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Does the map depend on the image? Explain the same class on a *different* photo.
+
+    For each image ``i`` the map of image ``i`` for class ``target[i]`` is compared with the map
+    of image ``i + 1`` (cyclically) for the same class ``target[i]``. A method whose maps are
+    the same for every photo (Spearman of ``|map|`` near 1) explains the weights, not the input:
+    this happens, for instance, to a deconvnet projection of a class logit through a network
+    with no max-pooling, where nothing in the backward pass depends on the input (Kindermans
+    et al. 2017 discuss related input-invariance failures).
+
+    Args:
+        model (nn.Module | LoadedModel): the classifier (not changed).
+        images (torch.Tensor): normalized images ``[N, 3, H, W]``, ``N >= 2``.
+        target (int | Sequence[int] | torch.Tensor): class ids, one per image.
+        method (str | Callable): a registry name or ``f(model, images, target) -> [N, H, W]``.
+        reference (torch.Tensor | None): the maps of ``images`` for ``target`` if already
+            computed (``[N, H, W]``); computed otherwise.
+        options (dict | None): keyword options for a registry method.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: per image, Spearman of ``|map|`` and SSIM.
+
+    Raises:
+        ValueError: fewer than two images.
+    """
+    if images.shape[0] < 2:
+        raise ValueError("input_dependence needs at least two images (it swaps them)")
+    explain = (_registry_explainer(method, options or {}) if isinstance(method, str)
+               else method)
+    module = module_of(model)
+    target_t = torch.as_tensor(target).reshape(-1)
+    if target_t.numel() == 1:
+        target_t = target_t.expand(images.shape[0])
+    if reference is None:
+        reference = explain(module, images, target_t)
+    swapped = explain(module, images.roll(-1, dims=0), target_t)
+    _, rho_abs, sim = map_similarity(reference, swapped)
+    return rho_abs, sim
 
 
 def _registry_explainer(name: str, options: dict) -> Explain:

@@ -1,0 +1,120 @@
+"""``deconv compare``: every attribution method (ours and captum's) on your images, side by side.
+
+Writes ``compare.png`` (rows images, columns methods, one display scale) and ``compare.json``
+(targets, seconds per image per method and, with ``--metrics``, deletion / insertion AUC) to
+``--out``. ``deconv compare --list`` prints the methods and their channel reductions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``compare`` subcommand."""
+    p = sub.add_parser("compare", help="attribution maps of every method side by side",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="efficientnet-lite0", help="zoo classifier")
+    p.add_argument("--image", action="append", default=None,
+                   help="image file, or sample:NAME (repeat for several; default: the samples)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="registry names (default: all; see --list)")
+    p.add_argument("--target", default=None,
+                   help="class index or name for every image (default: each image's top-1)")
+    p.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients steps")
+    p.add_argument("--patch", type=int, default=32, help="occlusion square side (pixels)")
+    p.add_argument("--stride", type=int, default=16, help="occlusion step (pixels)")
+    p.add_argument("--metrics", action="store_true",
+                   help="also compute deletion / insertion AUC (16 steps) per image")
+    p.add_argument("--list", action="store_true", help="list the methods and exit")
+    p.add_argument("--out", default="results/compare_cli", help="output directory")
+    p.set_defaults(func=run)
+
+
+def _list() -> int:
+    from deconv.methods import list_methods, method_info
+
+    for name in list_methods():
+        info = method_info(name)
+        print(f"{name:30s} {info.family:7s} reduction={info.reduction:8s} {info.description}")
+    return 0
+
+
+def _pictures(images: list[str] | None):
+    from deconv.samples import open_image, sample_images
+
+    if not images:
+        return [(s.name, s.image) for s in sample_images()]
+    out = []
+    for item in images:
+        if item.startswith("sample:"):
+            sample = sample_images([item.split(":", 1)[1]])[0]
+            out.append((sample.name, sample.image))
+        else:
+            out.append((Path(item).stem, open_image(item)))
+    return out
+
+
+def _target_ids(loaded, batch, target: str | None) -> list[int]:
+    import torch
+
+    if target is None:
+        with torch.no_grad():
+            return loaded.model(batch).argmax(dim=1).tolist()
+    if target.isdigit():
+        return [int(target)] * batch.shape[0]
+    if loaded.categories and target in loaded.categories:
+        return [loaded.categories.index(target)] * batch.shape[0]
+    raise ValueError(f"unknown target {target!r}: give a class index or an exact class name")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the maps, write the figure and the JSON; returns 0."""
+    if args.list:
+        return _list()
+    import matplotlib.pyplot as plt
+    import torch
+
+    import deconv
+    from deconv.methods import attribute, list_methods
+    from deconv.methods.figure import method_grid
+    from deconv.metrics import deletion, insertion
+
+    methods = args.methods or list_methods()
+    unknown = [m for m in methods if m not in list_methods()]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list_methods()}")
+    loaded = deconv.load_model(args.model)
+    if loaded.categories is None:
+        raise ValueError(f"model {args.model!r} has no classifier head; choose a classifier")
+    pictures = _pictures(args.image)
+    batch = torch.stack([loaded.preprocess(p) for _, p in pictures])
+    targets = _target_ids(loaded, batch, args.target)
+    options = {"captum-integrated-gradients": {"n_steps": args.ig_steps},
+               "captum-occlusion": {"patch": args.patch, "stride": args.stride},
+               "occlusion": {"patch": args.patch, "stride": args.stride}}
+    maps, record = {}, {"model": args.model, "images": [n for n, _ in pictures],
+                        "targets": [loaded.categories[t] for t in targets], "methods": {}}
+    for name in methods:
+        start = time.perf_counter()
+        maps[name] = attribute(name, loaded, batch, targets, **options.get(name, {})).float()
+        entry = {"seconds_per_image": round((time.perf_counter() - start) / len(pictures), 3)}
+        if args.metrics:
+            entry["deletion_auc"] = [round(deletion(loaded, x, m, t).auc, 4)
+                                     for x, m, t in zip(batch, maps[name], targets)]
+            entry["insertion_auc"] = [round(insertion(loaded, x, m, t).auc, 4)
+                                      for x, m, t in zip(batch, maps[name], targets)]
+        record["methods"][name] = entry
+        print(f"{name:30s} {entry['seconds_per_image']:.2f} s/image", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [f"{n}\n{loaded.categories[t][:16]}" for (n, _), t in zip(pictures, targets)]
+    fig = method_grid(loaded.deprocess(batch), maps, labels, title=f"{args.model}")
+    fig.savefig(out / "compare.png", dpi=100)
+    plt.close(fig)
+    (out / "compare.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out / 'compare.png'} and {out / 'compare.json'}")
+    return 0
