@@ -44,13 +44,14 @@ TITLES = {"translate": "vertical translation (px, 224 px image)", "scale": "scal
 def main(argv: list[str] | None = None) -> dict:
     """Run the three sweeps, write the figure and the JSON; returns the record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results", help="output directory")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results; --quick: results/quick)")
     parser.add_argument("--quick", action="store_true", help="2 images, 3 amounts per sweep")
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--layers", nargs=2, default=["stem.act", "pool"],
                         help="first and top feature layer (module names or paper numbers)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out or ("results/quick" if args.quick else "results"))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     loaded = deconv.load_model(args.model)
@@ -110,7 +111,7 @@ def _claims(curves) -> dict:
 
 def _figure(curves, images, loaded, names, path: Path) -> None:
     kinds = list(curves)
-    fig, axes = plt.subplots(len(kinds), 4, figsize=(15, 3.3 * len(kinds)), dpi=100,
+    fig, axes = plt.subplots(len(kinds), 4, figsize=(15, 3.3 * len(kinds)), dpi=75,
                              gridspec_kw={"width_ratios": [1.3, 1, 1, 1]})
     labels = [f"{n} ({loaded.categories[t]})" for n, t in zip(names, curves[kinds[0]].targets)]
     for row, kind in zip(axes, kinds):

@@ -36,7 +36,8 @@ IMAGES = ("chelsea", "coffee", "grace_hopper", "astronaut")
 def main(argv: list[str] | None = None) -> dict:
     """Run the sweeps, write the figure and the JSON; returns the record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results", help="output directory")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results; --quick: results/quick)")
     parser.add_argument("--quick", action="store_true", help="one photo, coarse grid")
     parser.add_argument("--model", default="efficientnet-lite0", help="gives probabilities")
     parser.add_argument("--feature-model", default="hed-vgg16", help="gives the feature map")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.stride = args.images[:1], 40
-    out = Path(args.out)
+    out = Path(args.out or ("results/quick" if args.quick else "results"))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     model = deconv.load_model(args.model)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
              "with the strongest activation)\n"
              f"grey square = {panels[0].result.fill}; "
              "target = top-1 class of the unoccluded photo")
-    plot_occlusion_panels(panels, out / "fig7_occlusion.png", title=title)
+    plot_occlusion_panels(panels, out / "fig7_occlusion.png", title=title, dpi=70)
     record["seconds"] = round(time.perf_counter() - start, 1)
     (out / "fig7_occlusion.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out / 'fig7_occlusion.png'} in {record['seconds']} s")

@@ -52,13 +52,14 @@ DEFAULT_MODELS = [("efficientnet-lite0", "stages.3", "pool"), ("hed-vgg16", "22"
 def main(argv: list[str] | None = None) -> dict:
     """Compute the table, write JSON / markdown / figure; returns the record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results", help="output directory")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results; --quick: results/quick)")
     parser.add_argument("--quick", action="store_true", help="one model, 3 random draws")
     parser.add_argument("--random-draws", type=int, default=10,
                         help="random-box draws (each draws one box per image)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out or ("results/quick" if args.quick else "results"))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     models = DEFAULT_MODELS[:1] if args.quick else DEFAULT_MODELS
@@ -156,7 +157,7 @@ def _markdown(record: dict) -> str:
 def _figure(faces, random_set, path: Path) -> None:
     colors = {"right_eye": "tab:red", "left_eye": "tab:blue", "nose": "tab:green",
               "random": "white"}
-    fig, axes = plt.subplots(1, len(faces), figsize=(2.2 * len(faces), 2.6), dpi=100)
+    fig, axes = plt.subplots(1, len(faces), figsize=(2.2 * len(faces), 2.6), dpi=80)
     for ax, face, rbox in zip(axes, faces, random_set):
         ax.imshow(face.pixels.permute(1, 2, 0).numpy())
         for part, box in [*face.boxes.items(), ("random", rbox)]:

@@ -204,7 +204,7 @@ def test_model_and_state_unchanged_and_no_hooks_after_errors():
     flags = [p.requires_grad for p in model.parameters()]
     with pytest.warns(UserWarning, match="training mode"):
         occlusion_sweep(model, image(), patch=4, stride=4, feature=("4", 0), progress=False)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="out of range"), pytest.warns(UserWarning):
         occlusion_sweep(model, image(), patch=4, stride=4, feature=("4", 99), progress=False)
     assert model.training and model[1].inplace
     assert [p.requires_grad for p in model.parameters()] == flags
