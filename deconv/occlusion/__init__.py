@@ -1,5 +1,6 @@
 """Occlusion sensitivity (Zeiler & Fergus 2014, Fig. 7): :func:`occlusion_sweep` and its parts."""
 
+from deconv.occlusion import incremental  # noqa: F401  (registers method="incremental")
 from deconv.occlusion.engines import (
     OccludedBatch,
     evaluate_occluded,
