@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -124,8 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
             run_dir = ROOT / "runs" / ("quick/ablation" if args.quick else "ablation") / run
             train_fashion_mnist(config, settings, run_dir, *limits,
                                 resume=not (args.retrain or args.quick))
-            command = "python experiments/fig6_ablation.py --retrain" + (
-                f" --epochs {args.epochs}" if args.epochs != 1 else "")
+            given = sys.argv[1:] if argv is None else argv
+            command = "python experiments/fig6_ablation.py " + shlex.join(given)
             export_run(run_dir, dest, command, config)
         loaded = deconv.load_model("zfnet", config=config, weights=str(final_checkpoint(dest)))
         _, eval_tf = fashion_transforms(loaded)

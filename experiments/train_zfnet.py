@@ -38,7 +38,6 @@ from deconv.training.fashion_mnist import evaluate_fashion, train_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPORT = ROOT / "results" / "checkpoints" / "zfnet_fashion"
-COMMAND = "python experiments/train_zfnet.py --retrain"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
                                               device=args.device, resume=not args.no_resume,
                                               flip=not args.no_flip)
         seconds = time.perf_counter() - start
-        command = COMMAND if argv is None or not argv else \
-            "python experiments/train_zfnet.py " + shlex.join(argv)
+        given = sys.argv[1:] if argv is None else argv
+        command = "python experiments/train_zfnet.py " + shlex.join(given)
         final = export_run(run_dir, export, command, args.config)
         exported = deconv.load_model("zfnet", config=args.config, weights=str(final))
         result = evaluate_fashion(exported, test_limit=limits[1], device=args.device)
