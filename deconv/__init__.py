@@ -3,9 +3,43 @@
 Vocabulary used throughout: a *feature map* (or activation map) is one channel of a layer's
 rectified output; a *filter* is the weights that produce it; a layer is named by its
 ``named_modules()`` name and refers to that module's output tensor (see :mod:`deconv.layers`).
+
+The public API is re-exported here; each area also has its own subpackage with more parts:
+:mod:`deconv.zoo` (models), :mod:`deconv.deconvnet` (projections), :mod:`deconv.mining`
+(top-k over a dataset), :mod:`deconv.occlusion`, :mod:`deconv.optimization` (feature
+visualization), :mod:`deconv.receptive_field`, :mod:`deconv.activations`,
+:mod:`deconv.correspondence`, :mod:`deconv.invariance`, :mod:`deconv.samples`.
 """
 
+from deconv.activations import (
+    dead_feature_maps,
+    dead_filters,
+    feature_maps,
+    filter_grid,
+    map_grid,
+    sparsity,
+)
+from deconv.correspondence import correspondence_delta, face_images, sign_hamming
+from deconv.deconvnet import (
+    Deconvnet,
+    GenericDeconvnet,
+    TopUnits,
+    UnsupportedModuleError,
+    crop_to_receptive_field,
+    normalize_for_display,
+)
+from deconv.invariance import InvarianceCurves, invariance_curves, transform_image
 from deconv.layers import UnknownLayerError, get_layer, layer_names, resolve_layer
+from deconv.mining import SampleCrops, TopKEntry, TopKResult, merge_top_k, mine_top_k
+from deconv.occlusion import (
+    OcclusionResult,
+    occlusion_methods,
+    occlusion_sweep,
+    register_occlusion_engine,
+)
+from deconv.optimization import FeatureVisualization, optima_objectives, visualize_feature
+from deconv.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
+from deconv.samples import ImageFiles, SampleImage, sample_images
 from deconv.zoo import (
     LoadedModel,
     WeightsUnavailableError,
@@ -19,6 +53,22 @@ from deconv.zoo import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "LoadedModel", "UnknownLayerError", "WeightsUnavailableError", "ZFNet", "ZFNetConfig",
-    "get_layer", "layer_names", "list_models", "load_model", "register_model", "resolve_layer",
+    # models and layers
+    "LoadedModel", "WeightsUnavailableError", "ZFNet", "ZFNetConfig", "list_models",
+    "load_model", "register_model", "UnknownLayerError", "get_layer", "layer_names",
+    "resolve_layer", "ReceptiveField", "ReceptiveFieldError", "receptive_field",
+    # data
+    "ImageFiles", "SampleImage", "sample_images",
+    # deconvnet
+    "Deconvnet", "GenericDeconvnet", "TopUnits", "UnsupportedModuleError",
+    "crop_to_receptive_field", "normalize_for_display",
+    # dataset mining, activations, filters
+    "SampleCrops", "TopKEntry", "TopKResult", "merge_top_k", "mine_top_k",
+    "dead_feature_maps", "dead_filters", "feature_maps", "filter_grid", "map_grid", "sparsity",
+    # occlusion and the paper's analyses
+    "OcclusionResult", "occlusion_methods", "occlusion_sweep", "register_occlusion_engine",
+    "correspondence_delta", "face_images", "sign_hamming",
+    "InvarianceCurves", "invariance_curves", "transform_image",
+    # feature visualization by optimization
+    "FeatureVisualization", "optima_objectives", "visualize_feature",
 ]

@@ -23,8 +23,19 @@ ROOT = HERE.parent
 # (script, extra arguments); ``--quick`` is appended for smoke runs. Benchmarks run with --bench.
 STEPS: list[tuple[str, list[str]]] = [
     ("models_smoke", []),
+    ("fig2_top9", []),
+    ("fig6_filters", []),
+    ("fig_activation_maps", []),
+    ("fig7_occlusion", []),
+    ("table1_correspondence", []),
+    ("fig5_invariance", []),
+    ("fig_optimization", []),  # after fig2_top9: reuses its mined top-9
 ]
-BENCHMARKS: list[tuple[str, list[str]]] = []
+BENCHMARKS: list[tuple[str, list[str]]] = [
+    ("bench_projection", []),
+    ("bench_mining", []),
+    ("bench_occlusion", []),
+]
 
 
 def run_step(script: str, argv: list[str]) -> None:

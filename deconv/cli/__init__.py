@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``deconv --help`` lists them.
-SUBCOMMANDS = ["models"]
+SUBCOMMANDS = ["models", "project", "topk", "occlude", "optimize"]
 
 
 def build_parser() -> argparse.ArgumentParser:
