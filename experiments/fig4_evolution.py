@@ -197,7 +197,7 @@ def _draw_grid(cells, rows: int, epochs: list[int], chosen: dict, path: Path,
     for c, epoch in enumerate(epochs):
         axes[0][c].set_title(f"epoch {epoch}", fontsize=8)
     fig.suptitle("Fig. 4: feature evolution", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / rows))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
