@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
                       test_accuracy=result["accuracy"], test_loss=result["loss"],
                       eval_seconds=round(time.perf_counter() - start, 1),
                       manifest=json.loads((export / "manifest.json").read_text()))
+        if (export / "log.json").is_file():
+            record["training_log"] = json.loads((export / "log.json").read_text())["history"]
         print(f"{path}: test accuracy {result['accuracy']:.4f} (no training; --retrain to train)")
     else:
         limits = (512, 256) if args.quick else (args.train_images, args.test_images)
