@@ -20,6 +20,7 @@ from deconv.activations import (
     sparsity,
 )
 from deconv.correspondence import correspondence_delta, face_images, sign_hamming
+from deconv.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
 from deconv.deconvnet import (
     Deconvnet,
     GenericDeconvnet,
@@ -38,8 +39,10 @@ from deconv.occlusion import (
     register_occlusion_engine,
 )
 from deconv.optimization import FeatureVisualization, optima_objectives, visualize_feature
+from deconv.probes import fit_linear_probe, layer_features, probe_layers
 from deconv.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
 from deconv.samples import ImageFiles, SampleImage, sample_images
+from deconv.training import TrainSettings, evaluate, feature_scale_clip, train
 from deconv.zoo import (
     LoadedModel,
     WeightsUnavailableError,
@@ -71,4 +74,7 @@ __all__ = [
     "InvarianceCurves", "invariance_curves", "transform_image",
     # feature visualization by optimization
     "FeatureVisualization", "optima_objectives", "visualize_feature",
+    # training a ZFNet, linear probes
+    "FASHION_MNIST_CLASSES", "load_fashion_mnist", "TrainSettings", "evaluate",
+    "feature_scale_clip", "train", "fit_linear_probe", "layer_features", "probe_layers",
 ]

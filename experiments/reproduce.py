@@ -30,6 +30,10 @@ STEPS: list[tuple[str, list[str]]] = [
     ("table1_correspondence", []),
     ("fig5_invariance", []),
     ("fig_optimization", []),  # after fig2_top9: reuses its mined top-9
+    ("train_zfnet", []),  # reuses the committed checkpoints; --retrain to train again
+    ("fig4_evolution", []),
+    ("fig6_ablation", []),  # analyses the committed ablation checkpoints
+    ("table7_probes", []),
 ]
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench_projection", []),
