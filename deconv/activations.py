@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from deconv.layers import _module_of, resolve_layer
+from deconv.layers import module_of, resolve_layer
 from deconv.mining.sources import iter_batches
 from deconv.mining.taps import LayerTaps
 
@@ -42,7 +42,7 @@ def feature_maps(model, image: torch.Tensor, layer: str | int) -> torch.Tensor:
         raise ValueError(f"give one image [3, H, W], got shape {tuple(image.shape)}")
     name = resolve_layer(model, layer)
     captured: list[torch.Tensor] = []
-    param = next(_module_of(model).parameters(), None)
+    param = next(module_of(model).parameters(), None)
     device = param.device if param is not None else image.device
     with LayerTaps(model, [name], lambda _, out: captured.append(out.detach().clone())) as taps:
         taps.run(image.to(device, param.dtype if param is not None else image.dtype))
@@ -93,7 +93,7 @@ def first_conv(model) -> tuple[str, nn.Conv2d]:
     Raises:
         ValueError: the model has no Conv2d.
     """
-    for name, module in _module_of(model).named_modules():
+    for name, module in module_of(model).named_modules():
         if isinstance(module, nn.Conv2d):
             return name, module
     raise ValueError("the model has no nn.Conv2d, so it has no layer-1 filters to show")
@@ -214,7 +214,7 @@ def dead_feature_maps(model, data, layers: Sequence[str | int], *, atol: float =
         zeros[name] += int(is_zero.sum())
         totals[name] += is_zero.numel()
 
-    param = next(_module_of(model).parameters(), None)
+    param = next(module_of(model).parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
     batches, total = iter_batches(data, batch_size, preprocess)

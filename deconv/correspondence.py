@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deconv.layers import _module_of, resolve_layer
+from deconv.layers import module_of, resolve_layer
 
 __all__ = ["PARTS", "FaceImage", "DeltaStats", "LANDMARKS_PATH", "load_face_landmarks",
            "face_images", "sign_hamming", "pairwise_sign_hamming", "correspondence_delta",
@@ -238,7 +238,7 @@ def layer_features(model, images: torch.Tensor, layers: Sequence[str | int]
     Returns:
         dict[str, torch.Tensor]: module name -> ``[N, D]`` copy of its output.
     """
-    module: nn.Module = _module_of(model)
+    module: nn.Module = module_of(model)
     names = [resolve_layer(model, layer) for layer in layers]
     store: dict[str, torch.Tensor] = {}
     handles = []

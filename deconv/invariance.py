@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from deconv.layers import _module_of, resolve_layer
+from deconv.layers import module_of, resolve_layer
 
 __all__ = ["TRANSFORMS", "InvarianceCurves", "translate_vertical", "scale_image",
            "rotate_image", "transform_image", "invariance_curves"]
@@ -163,7 +163,7 @@ def invariance_curves(model, images: torch.Tensor, kind: str, amounts: Sequence[
     if not amounts:
         raise ValueError("give at least one amount to sweep")
     names = [resolve_layer(model, layer) for layer in layers]
-    module = _module_of(model)
+    module = module_of(model)
     base = _features_and_output(model, module, images, names)
     has_head = base[1] is not None and base[1].ndim == 2
     if has_head:

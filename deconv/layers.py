@@ -14,14 +14,20 @@ import difflib
 
 from torch import nn
 
-__all__ = ["UnknownLayerError", "layer_names", "resolve_layer", "get_layer", "paper_layers_of"]
+__all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
+           "get_layer", "paper_layers_of"]
 
 
 class UnknownLayerError(ValueError):
     """Raised when a layer name or paper layer number does not exist in a model."""
 
 
-def _module_of(model) -> nn.Module:
+class ReusedModuleError(RuntimeError):
+    """Raised when a tapped module runs more than once per forward (e.g. ResNet's shared relu),
+    so "its output" is ambiguous: tap a module that runs once."""
+
+
+def module_of(model) -> nn.Module:
     """Return the ``nn.Module`` of a model or of a :class:`~deconv.zoo.LoadedModel`."""
     inner = getattr(model, "model", None)
     if isinstance(inner, nn.Module) and not isinstance(model, nn.Module):
@@ -42,7 +48,7 @@ def paper_layers_of(model) -> dict[int, str]:
     layers = getattr(model, "layers", None)
     if isinstance(layers, dict) and not isinstance(model, nn.Module):
         return dict(layers)
-    return dict(getattr(_module_of(model), "paper_layers", None) or {})
+    return dict(getattr(module_of(model), "paper_layers", None) or {})
 
 
 def layer_names(model) -> list[str]:
@@ -51,7 +57,7 @@ def layer_names(model) -> list[str]:
     Args:
         model (nn.Module | LoadedModel): the model.
     """
-    return [name for name, _ in _module_of(model).named_modules() if name]
+    return [name for name, _ in module_of(model).named_modules() if name]
 
 
 def resolve_layer(model, layer: str | int) -> str:
@@ -94,7 +100,7 @@ def resolve_layer(model, layer: str | int) -> str:
 
 def get_layer(model, layer: str | int) -> nn.Module:
     """Return the submodule that ``layer`` names (see :func:`resolve_layer`)."""
-    return _module_of(model).get_submodule(resolve_layer(model, layer))
+    return module_of(model).get_submodule(resolve_layer(model, layer))
 
 
 def _short_list(names: list[str], limit: int = 60) -> str:

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from deconv.layers import UnknownLayerError, _module_of, resolve_layer
+from deconv.layers import UnknownLayerError, module_of, resolve_layer
 
 __all__ = ["ReceptiveField", "ReceptiveFieldError", "receptive_field"]
 
@@ -174,7 +174,7 @@ def receptive_field(model, layer: str | int, input_size: int | tuple[int, int] =
         pooling, a merge of branches with different strides) or an operation this module does
         not know. TypeError / ValueError: bad ``model`` or ``input_size``.
     """
-    module = _module_of(model)
+    module = module_of(model)
     name = resolve_layer(model, layer)
     size = _pair(input_size)
     ctx = _Context(image=size, local=local)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
-from deconv.layers import resolve_layer
+from deconv.layers import module_of, resolve_layer
 
 __all__ = ["Seeds", "TopUnits", "ProjectionEngine", "SEED_MODES"]
 
@@ -106,17 +105,6 @@ class ProjectionRun(AbstractContextManager):
     def project(self, seeds: Seeds) -> torch.Tensor:  # pragma: no cover - abstract
         """Project one chunk of seeds to pixels, [k, C, H, W]."""
         raise NotImplementedError
-
-
-def module_of(model) -> nn.Module:
-    """The ``nn.Module`` of a model or of a :class:`deconv.LoadedModel`."""
-    if isinstance(model, nn.Module):
-        return model
-    inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module):
-        return inner
-    raise TypeError(f"expected a torch.nn.Module or a deconv LoadedModel, got "
-                    f"{type(model).__name__}")
 
 
 class ProjectionEngine:

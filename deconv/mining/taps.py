@@ -12,13 +12,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from deconv.layers import _module_of, resolve_layer
+from deconv.layers import ReusedModuleError, module_of, resolve_layer
 
 __all__ = ["LayerTaps", "ReusedModuleError"]
-
-
-class ReusedModuleError(RuntimeError):
-    """Raised when a tapped module runs more than once in one forward pass (e.g. ResNet's relu)."""
 
 
 class _StopForward(Exception):
@@ -49,7 +45,7 @@ class LayerTaps:
 
     def __init__(self, model, layers: Sequence[str | int],
                  reducer: Callable[[str, torch.Tensor], None], stop_early: bool = True):
-        self.module = _module_of(model)
+        self.module = module_of(model)
         names = [resolve_layer(model, layer) for layer in layers]
         self.names = list(dict.fromkeys(names))  # unique, in the order given
         if not self.names:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from deconv.layers import _module_of, resolve_layer
+from deconv.layers import module_of, resolve_layer
 from deconv.mining.result import TopKResult, select_top_k
 from deconv.mining.sources import as_dataset, iter_batches
 from deconv.mining.taps import LayerTaps
@@ -114,7 +114,7 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
     if preprocess is None:
         preprocess = getattr(model, "preprocess", None) if not isinstance(
             model, torch.nn.Module) else None
-    module = _module_of(model)
+    module = module_of(model)
     dataset = as_dataset(data, preprocess)
     unit = "items" if dataset is not None else "batches"
     fingerprint = {"layers": names, "k": k, "per_image": per_image, "id_offset": id_offset,

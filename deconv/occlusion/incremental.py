@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from deconv.layers import module_of
 from deconv.occlusion.incremental_plan import (
     ChainPlan,
     SpatialGeometry,
@@ -76,15 +77,6 @@ class OcclusionOutputs:
     captured: torch.Tensor | None
 
 
-def _module_of(model) -> nn.Module:
-    inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module) and not isinstance(model, nn.Module):
-        return inner
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module or a LoadedModel, got {type(model).__name__}")
-    return model
-
-
 def supports(model) -> tuple[bool, str]:
     """Whether :class:`IncrementalOcclusion` can run ``model`` incrementally.
 
@@ -94,7 +86,7 @@ def supports(model) -> tuple[bool, str]:
     Returns:
         tuple[bool, str]: ``(True, "")`` or ``(False, reason naming the unsupported node)``.
     """
-    module = _module_of(model)
+    module = module_of(model)
     if module.training:
         return False, "the model is in training mode; call model.eval()"
     try:
@@ -173,7 +165,7 @@ def naive_occlusion_outputs(model, image: torch.Tensor, fill, boxes, *, capture:
     Returns:
         OcclusionOutputs: outputs (and captured layer) for every box.
     """
-    module = _module_of(model)
+    module = module_of(model)
     fill = as_fill_image(fill, image)
     boxes = _check_boxes(boxes)
     outputs, captured = [], []
@@ -287,7 +279,7 @@ class IncrementalOcclusion:
     def __init__(self, model, image: torch.Tensor, fill=0.0, *, capture: str | None = None,
                  reduce: str | None = "sum", batch_size: int = 32,
                  max_fraction: float | None = None):
-        self.module = _module_of(model)
+        self.module = module_of(model)
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]
         if image.ndim != 3:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deconv.layers import _module_of, resolve_layer
+from deconv.layers import ReusedModuleError, module_of, resolve_layer
 
 __all__ = ["Objective", "Tap", "ActivationCapture", "ReusedModuleError", "neuron", "channel",
            "layer_activation", "class_logit", "diversity", "per_image", "evaluate",
@@ -107,7 +107,7 @@ def is_activation_layer(model, layer: str | int) -> bool:
     negative optimum should minimize: a ReLU output cannot go below zero, so minimizing it
     stops as soon as the map is switched off. Pass ``pre_activation=is_activation_layer(...)``.
     """
-    return isinstance(_module_of(model).get_submodule(resolve_layer(model, layer)), ACTIVATIONS)
+    return isinstance(module_of(model).get_submodule(resolve_layer(model, layer)), ACTIVATIONS)
 
 
 def optima_objectives(model, layer: str | int, channel_index: int,
@@ -307,10 +307,6 @@ def per_image(objectives: Sequence[Objective]) -> Objective:
     return Objective(taps, fn, "[" + "; ".join(o.name for o in objectives) + "]")
 
 
-class ReusedModuleError(RuntimeError):
-    """Raised when a tapped module runs more than once in one forward (e.g. ResNet's relu)."""
-
-
 class _StopForward(Exception):
     """Raised by the last tap: nothing after it is needed."""
 
@@ -330,7 +326,7 @@ class ActivationCapture:
     """
 
     def __init__(self, model, taps: Sequence[Tap]):
-        self.module: nn.Module = _module_of(model)
+        self.module: nn.Module = module_of(model)
         self.taps = tuple(dict.fromkeys(taps))
         self.names = {tap: None if tap.layer is None else resolve_layer(model, tap.layer)
                       for tap in self.taps}
@@ -424,7 +420,7 @@ def evaluate(model, objective: Objective, images: torch.Tensor) -> torch.Tensor:
     The model is put in eval mode for the call and its ``training`` flags restored after.
     """
     _check_objective(objective)
-    module = _module_of(model)
+    module = module_of(model)
     training = {m: m.training for m in module.modules()}
     try:
         module.eval()

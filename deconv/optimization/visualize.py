@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from deconv.layers import _module_of
+from deconv.layers import module_of
 from deconv.optimization.objectives import ActivationCapture, Objective, evaluate, per_image
 from deconv.optimization.parametrizations import make_image
 from deconv.optimization.transforms import Compose, standard_transforms
@@ -142,7 +142,7 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
         raise ValueError(f"need steps >= 0, lr > 0 and batch >= 1; got steps={steps}, lr={lr}, "
                          f"batch={batch}")
     transform = _transform(transforms)
-    module = _module_of(model)
+    module = module_of(model)
     norm = _normalizer(model, normalize)
     if device is None:
         param = next(module.parameters(), None)
