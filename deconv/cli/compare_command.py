@@ -75,12 +75,11 @@ def run(args: argparse.Namespace) -> int:
     """Compute the maps, write the figure and the JSON; returns 0."""
     if args.list:
         return _list()
-    import matplotlib.pyplot as plt
     import torch
 
     import deconv
     from deconv.methods import attribute, list_methods
-    from deconv.methods.figure import method_grid
+    from deconv.methods.figure import method_grid, save_figure
     from deconv.metrics import deletion, insertion
 
     methods = args.methods or list_methods()
@@ -113,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     labels = [f"{n}\n{loaded.categories[t][:16]}" for (n, _), t in zip(pictures, targets)]
     fig = method_grid(loaded.deprocess(batch), maps, labels, title=f"{args.model}")
-    fig.savefig(out / "compare.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "compare.png")
     (out / "compare.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out / 'compare.png'} and {out / 'compare.json'}")
     return 0
