@@ -26,7 +26,7 @@ at stride 56) and 7 randomization steps (classifier, head, stage 6, stage 5, sta
 stages 2-0, stem). ``--quick``: two photos at 96 px, two randomization steps, ~10 seconds.
 The run uses ``--threads 1`` by default (see ``--help``).
 
-Usage: ``python experiments/compare_captum.py [--quick] [--out results/compare]``
+Usage: ``python experiments/compare_captum.py [--quick] [--out DIR] [--threads 1]``
 """
 
 from __future__ import annotations
@@ -410,7 +410,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["efficientnet-lite0"],
                         help="zoo classifiers with offline weights")
-    parser.add_argument("--out", default="results/compare", help="output directory")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results/compare; results/quick/compare "
+                             "with --quick, so a smoke run never overwrites the real results)")
     parser.add_argument("--quick", action="store_true", help="smoke run (two images, coarse)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads during the run (default 1: on a shared machine "
@@ -430,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _run(args: argparse.Namespace) -> dict:
     """The body of :func:`main` (with the thread count set)."""
     cfg = settings(args.quick)
-    out = Path(args.out)
+    out = Path(args.out or ("results/quick/compare" if args.quick else "results/compare"))
     out.mkdir(parents=True, exist_ok=True)
     samples = sample_images()[: cfg["images"]]
     boxes = load_object_boxes()
