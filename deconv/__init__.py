@@ -31,6 +31,16 @@ from deconv.deconvnet import (
 )
 from deconv.invariance import InvarianceCurves, invariance_curves, transform_image
 from deconv.layers import UnknownLayerError, get_layer, layer_names, resolve_layer
+from deconv.methods import attribute, list_methods, method_info, register_method, scale_for_display
+from deconv.metrics import (
+    box_to_input,
+    cascading_randomization,
+    deletion,
+    input_dependence,
+    insertion,
+    load_object_boxes,
+    pointing_game,
+)
 from deconv.mining import SampleCrops, TopKEntry, TopKResult, merge_top_k, mine_top_k
 from deconv.occlusion import (
     OcclusionResult,
@@ -74,6 +84,10 @@ __all__ = [
     "InvarianceCurves", "invariance_curves", "transform_image",
     # feature visualization by optimization
     "FeatureVisualization", "optima_objectives", "visualize_feature",
+    # attribution methods (ours and captum's) and their metrics
+    "attribute", "list_methods", "method_info", "register_method", "scale_for_display",
+    "box_to_input", "cascading_randomization", "deletion", "input_dependence", "insertion",
+    "load_object_boxes", "pointing_game",
     # training a ZFNet, linear probes
     "FASHION_MNIST_CLASSES", "load_fashion_mnist", "TrainSettings", "evaluate",
     "feature_scale_clip", "train", "fit_linear_probe", "layer_features", "probe_layers",

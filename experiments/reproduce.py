@@ -34,6 +34,7 @@ STEPS: list[tuple[str, list[str]]] = [
     ("fig4_evolution", []),
     ("fig6_ablation", []),  # analyses the committed ablation checkpoints
     ("table7_probes", []),
+    ("compare_captum", []),
 ]
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench_projection", []),

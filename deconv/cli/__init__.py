@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``deconv --help`` lists them.
-SUBCOMMANDS = ["models", "project", "topk", "occlude", "optimize"]
+SUBCOMMANDS = ["models", "project", "topk", "occlude", "optimize", "compare"]
 
 
 def build_parser() -> argparse.ArgumentParser:
