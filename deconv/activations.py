@@ -24,7 +24,8 @@ from deconv.mining.sources import iter_batches
 from deconv.mining.taps import LayerTaps
 
 __all__ = ["feature_maps", "sparsity", "map_grid", "first_conv", "filter_grid",
-           "DeadMapStats", "dead_feature_maps", "dead_filters"]
+           "DeadMapCounts", "DeadMapStats", "dead_feature_maps", "dead_filters", "dead_map_counts",
+           "dead_map_stats"]
 
 
 @torch.no_grad()
@@ -174,34 +175,37 @@ class DeadMapStats:
         return asdict(self)
 
 
-@torch.no_grad()
-def dead_feature_maps(model, data, layers: Sequence[str | int], *, atol: float = 0.0,
-                      dead_fraction: float = 0.99, batch_size: int = 32,
-                      preprocess: Callable | None = None, progress: bool = True,
-                      ) -> dict[str, DeadMapStats]:
-    """Count, per layer, the feature maps that are zero for all (or almost all) inputs.
+@dataclass
+class DeadMapCounts:
+    """Partial counts behind :class:`DeadMapStats`, exact to add over shards of a dataset.
 
-    One streaming pass (same data sources as :func:`deconv.mine_top_k`); each output is
-    reduced in its hook to per-channel "nonzero anywhere" flags and a zero count.
-
-    Args:
-        model (nn.Module | LoadedModel): the network (left unchanged).
-        data: a folder, a list of images, a tensor ``[N, 3, H, W]``, a Dataset or DataLoader.
-        layers (Sequence[str | int]): module names or paper layer numbers (rectified outputs).
-        atol (float): activations with ``|a| <= atol`` count as zero.
-        dead_fraction (float): a map zero on at least this fraction of inputs is mostly dead.
-        batch_size (int): images per forward.
-        preprocess (Callable | None): PIL image -> model input (a LoadedModel gives one).
-        progress (bool): show a progress bar.
-
-    Returns:
-        dict[str, DeadMapStats]: per module name.
+    Attributes:
+        images (int): inputs seen.
+        active (dict[str, torch.Tensor]): per layer, ``[C]`` int64: inputs on which each map
+            has a nonzero activation (empty when no input was seen).
+        zeros (dict[str, int]): per layer, activations that are zero.
+        totals (dict[str, int]): per layer, activations counted.
     """
-    if not 0 < dead_fraction <= 1:
-        raise ValueError(f"dead_fraction must be in (0, 1], got {dead_fraction}")
+
+    images: int
+    active: dict[str, torch.Tensor]
+    zeros: dict[str, int]
+    totals: dict[str, int]
+
+
+@torch.no_grad()
+def dead_map_counts(model, data, layers: Sequence[str | int], *, atol: float = 0.0,
+                    batch_size: int = 32, preprocess: Callable | None = None,
+                    progress: bool = True) -> DeadMapCounts:
+    """One streaming pass counting, per layer and map, the inputs with a nonzero activation.
+
+    The counts of disjoint shards add up (integers) to those of the whole dataset, which is how
+    :func:`deconv.mining.distributed.dead_feature_maps_distributed` reduces them exactly.
+    Arguments as in :func:`dead_feature_maps`.
+    """
     if preprocess is None and not isinstance(model, nn.Module):
         preprocess = getattr(model, "preprocess", None)
-    names = [resolve_layer(model, layer) for layer in layers]
+    names = list(dict.fromkeys(resolve_layer(model, layer) for layer in layers))
     active: dict[str, torch.Tensor] = {}
     zeros: dict[str, int] = dict.fromkeys(names, 0)
     totals: dict[str, int] = dict.fromkeys(names, 0)
@@ -226,13 +230,54 @@ def dead_feature_maps(model, data, layers: Sequence[str | int], *, atol: float =
                 taps.run(batch.images.to(device, dtype))
                 images += len(batch.ids)
             bar.update(batch.consumed)
-    stats = {}
     for name in names:
-        counts = active.get(name, torch.zeros(0, dtype=torch.long))
-        zero_images = images - counts
-        dead = (counts == 0).nonzero().flatten().tolist()
+        active.setdefault(name, torch.zeros(0, dtype=torch.long))
+    return DeadMapCounts(images, active, zeros, totals)
+
+
+def dead_map_stats(counts: DeadMapCounts, atol: float = 0.0, dead_fraction: float = 0.99
+                   ) -> dict[str, DeadMapStats]:
+    """Turn (possibly reduced) :class:`DeadMapCounts` into :class:`DeadMapStats` per layer."""
+    if not 0 < dead_fraction <= 1:
+        raise ValueError(f"dead_fraction must be in (0, 1], got {dead_fraction}")
+    images = counts.images
+    stats = {}
+    for name, active in counts.active.items():
+        zero_images = images - active
+        dead = (active == 0).nonzero().flatten().tolist()
         mostly = (zero_images >= dead_fraction * images).nonzero().flatten().tolist()
-        stats[name] = DeadMapStats(name, int(counts.numel()), images, len(dead), len(mostly),
-                                   dead, mostly, zeros[name] / max(totals[name], 1), atol,
-                                   dead_fraction)
+        stats[name] = DeadMapStats(name, int(active.numel()), images, len(dead), len(mostly),
+                                   dead, mostly, counts.zeros[name] / max(counts.totals[name], 1),
+                                   atol, dead_fraction)
     return stats
+
+
+@torch.no_grad()
+def dead_feature_maps(model, data, layers: Sequence[str | int], *, atol: float = 0.0,
+                      dead_fraction: float = 0.99, batch_size: int = 32,
+                      preprocess: Callable | None = None, progress: bool = True,
+                      ) -> dict[str, DeadMapStats]:
+    """Count, per layer, the feature maps that are zero for all (or almost all) inputs.
+
+    One streaming pass (same data sources as :func:`deconv.mine_top_k`); each output is
+    reduced in its hook to per-channel "nonzero anywhere" flags and a zero count
+    (:func:`dead_map_counts`, then :func:`dead_map_stats`).
+
+    Args:
+        model (nn.Module | LoadedModel): the network (left unchanged).
+        data: a folder, a list of images, a tensor ``[N, 3, H, W]``, a Dataset or DataLoader.
+        layers (Sequence[str | int]): module names or paper layer numbers (rectified outputs).
+        atol (float): activations with ``|a| <= atol`` count as zero.
+        dead_fraction (float): a map zero on at least this fraction of inputs is mostly dead.
+        batch_size (int): images per forward.
+        preprocess (Callable | None): PIL image -> model input (a LoadedModel gives one).
+        progress (bool): show a progress bar.
+
+    Returns:
+        dict[str, DeadMapStats]: per module name.
+    """
+    if not 0 < dead_fraction <= 1:
+        raise ValueError(f"dead_fraction must be in (0, 1], got {dead_fraction}")
+    counts = dead_map_counts(model, data, layers, atol=atol, batch_size=batch_size,
+                             preprocess=preprocess, progress=progress)
+    return dead_map_stats(counts, atol, dead_fraction)

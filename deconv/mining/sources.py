@@ -47,6 +47,10 @@ class Batch:
     skipped_ids: list[int] = field(default_factory=list)
     consumed: int = 0
 
+    def pin_memory(self) -> Batch:
+        """The batch with its images in page-locked memory (DataLoader ``pin_memory=True``)."""
+        return Batch(self.images.pin_memory(), self.ids, self.skipped_ids, self.consumed)
+
 
 class ImageList(torch.utils.data.Dataset):
     """A dataset over a list of images: PIL images, arrays, file paths, SampleImages or tensors.
@@ -219,7 +223,8 @@ def _collate(items: list) -> Batch:
 
 
 def iter_batches(data, batch_size: int, preprocess: Preprocess | None = None, start: int = 0,
-                 num_workers: int = 0) -> tuple[Iterator[Batch], int | None]:
+                 num_workers: int = 0, pin_memory: bool = False
+                 ) -> tuple[Iterator[Batch], int | None]:
     """Batches of ``data`` from dataset item (or DataLoader batch) ``start`` on.
 
     For an indexable source the ids are dataset indices and ``start`` counts items; for a
@@ -228,7 +233,8 @@ def iter_batches(data, batch_size: int, preprocess: Preprocess | None = None, st
     counts batches, which are read and dropped (so resuming needs a deterministic order).
 
     Returns:
-        tuple[Iterator[Batch], int | None]: the batches (ids without offset) and the number of
+        tuple[Iterator[Batch], int | None]: the batches (ids without offset; images in
+        page-locked memory with ``pin_memory`` and a CUDA device present) and the number of
         items (indexable) or batches (DataLoader, if sized) still to come, for progress bars.
     """
     if batch_size < 1:
@@ -237,7 +243,8 @@ def iter_batches(data, batch_size: int, preprocess: Preprocess | None = None, st
     if dataset is not None:
         indexed = _Indexed(dataset, start)
         loader = torch.utils.data.DataLoader(indexed, batch_size=batch_size, shuffle=False,
-                                             num_workers=num_workers, collate_fn=_collate)
+                                             num_workers=num_workers, collate_fn=_collate,
+                                             pin_memory=pin_memory and torch.cuda.is_available())
         return iter(loader), len(indexed)
     total = None
     if hasattr(data, "__len__"):

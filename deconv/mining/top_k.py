@@ -20,7 +20,7 @@ from deconv.mining.sources import as_dataset, iter_batches
 from deconv.mining.taps import LayerTaps
 from deconv.samples import ImageFiles
 
-__all__ = ["mine_top_k", "batch_candidates"]
+__all__ = ["mine_top_k", "batch_candidates", "run_fingerprint"]
 
 
 def batch_candidates(output: torch.Tensor, per_image: int
@@ -54,9 +54,27 @@ def batch_candidates(output: torch.Tensor, per_image: int
             positions.permute(1, 0, 2).reshape(c, b * m), m)
 
 
+def run_fingerprint(data, dataset, names: Sequence[str], k: int, per_image: int,
+                    id_offset: int) -> dict:
+    """What identifies a mining run in its checkpoint (a resumed run must match it).
+
+    Args:
+        data: the source as the user gave it.
+        dataset: ``as_dataset(data)`` (``None`` for a DataLoader).
+        names (Sequence[str]): resolved module names.
+        k (int): entries per channel.
+        per_image (int): entries per image and channel.
+        id_offset (int): added to every image id.
+    """
+    return {"layers": list(names), "k": k, "per_image": per_image, "id_offset": id_offset,
+            "source": type(data).__name__, "unit": "items" if dataset is not None else "batches",
+            "length": len(dataset) if dataset is not None else None}
+
+
 def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9, *,
                per_image: int = 1, batch_size: int = 32, device: str | torch.device | None = None,
                preprocess: Callable | None = None, id_offset: int = 0, num_workers: int = 0,
+               pin_memory: bool = False,
                checkpoint: str | Path | None = None, checkpoint_every: int = 50,
                resume: bool = True, progress: bool = True, stop_early: bool = True,
                ) -> TopKResult:
@@ -89,6 +107,8 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
         preprocess (Callable | None): PIL image -> model input, for folders and image lists.
         id_offset (int): added to every image id (give shards disjoint ranges).
         num_workers (int): DataLoader workers decoding images.
+        pin_memory (bool): page-locked batches (indexable sources), copied to a CUDA device
+            without blocking; no effect on the result.
         checkpoint (str | Path | None): a file to save the running state to every
             ``checkpoint_every`` batches and at the end; with ``resume`` an unfinished run
             continues from it (same data, same order), a finished one is returned as is.
@@ -117,9 +137,7 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
     module = module_of(model)
     dataset = as_dataset(data, preprocess)
     unit = "items" if dataset is not None else "batches"
-    fingerprint = {"layers": names, "k": k, "per_image": per_image, "id_offset": id_offset,
-                   "source": type(data).__name__, "unit": unit,
-                   "length": len(dataset) if dataset is not None else None}
+    fingerprint = run_fingerprint(data, dataset, names, k, per_image, id_offset)
 
     result = TopKResult(names, k, per_image)
     consumed = 0
@@ -141,7 +159,7 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
     run_device = torch.device(device) if device is not None else home
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     batches, total = iter_batches(data, batch_size, preprocess, start=consumed,
-                                  num_workers=num_workers)
+                                  num_workers=num_workers, pin_memory=pin_memory)
     current_ids: list[torch.Tensor] = []
 
     def reduce(name: str, output: torch.Tensor) -> None:
@@ -182,7 +200,8 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
                     result.skipped_ids.extend(int(i) + id_offset for i in batch.skipped_ids)
                 if len(batch.ids):
                     current_ids[:] = [batch.ids + id_offset]
-                    taps.run(batch.images.to(run_device, dtype))
+                    taps.run(batch.images.to(run_device, dtype,
+                                             non_blocking=run_device.type == "cuda"))
                     result.images_seen += len(batch.ids)
                     seen_here += len(batch.ids)
                 consumed += batch.consumed if unit == "items" else 1
