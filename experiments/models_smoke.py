@@ -23,7 +23,7 @@ from deconv.zoo import model_info
 def main(argv: list[str] | None = None) -> dict:
     """Run the smoke test and write ``models.json``; returns the written record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results", help="output directory")
+    parser.add_argument("--out", default=None, help="output directory (default: results)")
     parser.add_argument("--quick", action="store_true", help="two photos only")
     args = parser.parse_args(argv)
     samples = sample_images()
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         if isinstance(entry["top5"], dict):
             for img, preds in entry["top5"].items():
                 print(f"  {img:14s} {preds[0][0]} ({preds[0][1]:.2f})")
-    out = Path(args.out)
+    out = Path(args.out or ("results/quick" if args.quick else "results"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "models.json").write_text(json.dumps(record, indent=1) + "\n")
     return record

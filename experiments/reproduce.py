@@ -23,6 +23,7 @@ ROOT = HERE.parent
 # (script, extra arguments); ``--quick`` is appended for smoke runs. Benchmarks run with --bench.
 STEPS: list[tuple[str, list[str]]] = [
     ("models_smoke", []),
+    ("project_example", []),
     ("fig2_top9", []),
     ("fig6_filters", []),
     ("fig_activation_maps", []),
