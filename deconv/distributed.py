@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "all_gather_objects", "all_reduce_counts", "current_context",
+__all__ = ["DistributedContext", "all_gather_objects", "all_reduce_counts", "barrier",
+           "current_context",
            "distributed_session", "env_world_size", "gather_objects", "shard_range"]
 
 
@@ -144,6 +145,12 @@ def distributed_session(device: str | torch.device | None = None, backend: str |
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def gather_objects(obj, dst: int = 0) -> list | None:
