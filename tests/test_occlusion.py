@@ -70,13 +70,19 @@ def test_probability_map_equals_one_forward_per_position(batch_size):
     (gemm instead of gemv), so probabilities may differ in the last bit (float64: ~1e-17)."""
     model, x = tiny_classifier(), image()
     result = occlusion_sweep(model, x, patch=4, stride=3, batch_size=batch_size, target=2,
-                             feature=("3", 1), progress=False)
+                             feature=("3", 1), progress=False, method="naive")
     probs, totals = loop_reference(model, x, 0.0, 4, 3, 2, layer="3", channel=1)
     assert result.grid_shape == (4, 4)  # ceil((13-4)/3)+1, ceil((11-4)/3)+1
     if batch_size == 1:
         assert torch.equal(result.probability.reshape(-1), probs)
     torch.testing.assert_close(result.probability.reshape(-1), probs, rtol=0, atol=1e-15)
     assert torch.equal(result.feature_total.reshape(-1), totals)  # convolutions: exact
+    # the default ("auto") takes the exact incremental engine here: same numbers to 1e-12
+    auto = occlusion_sweep(model, x, patch=4, stride=3, batch_size=batch_size, target=2,
+                           feature=("3", 1), progress=False)
+    assert auto.method == "incremental"
+    torch.testing.assert_close(auto.probability.reshape(-1), probs, rtol=0, atol=1e-12)
+    torch.testing.assert_close(auto.feature_total.reshape(-1), totals, rtol=0, atol=1e-12)
 
 
 def test_float32_batches_agree_with_loop():
