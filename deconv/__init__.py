@@ -29,6 +29,7 @@ from deconv.deconvnet import (
     crop_to_receptive_field,
     normalize_for_display,
 )
+from deconv.distributed import distributed_session, shard_range
 from deconv.invariance import InvarianceCurves, invariance_curves, transform_image
 from deconv.layers import UnknownLayerError, get_layer, layer_names, resolve_layer
 from deconv.methods import attribute, list_methods, method_info, register_method, scale_for_display
@@ -42,6 +43,7 @@ from deconv.metrics import (
     pointing_game,
 )
 from deconv.mining import SampleCrops, TopKEntry, TopKResult, merge_top_k, mine_top_k
+from deconv.mining.distributed import dead_feature_maps_distributed, mine_top_k_distributed
 from deconv.occlusion import (
     OcclusionResult,
     occlusion_methods,
@@ -77,6 +79,8 @@ __all__ = [
     "crop_to_receptive_field", "normalize_for_display",
     # dataset mining, activations, filters
     "SampleCrops", "TopKEntry", "TopKResult", "merge_top_k", "mine_top_k",
+    "mine_top_k_distributed", "dead_feature_maps_distributed", "distributed_session",
+    "shard_range",
     "dead_feature_maps", "dead_filters", "feature_maps", "filter_grid", "map_grid", "sparsity",
     # occlusion and the paper's analyses
     "OcclusionResult", "occlusion_methods", "occlusion_sweep", "register_occlusion_engine",
