@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from deconv.layers import module_of, resolve_layer
+from deconv.layers import capture_outputs
 
 __all__ = ["PARTS", "FaceImage", "DeltaStats", "LANDMARKS_PATH", "load_face_landmarks",
            "face_images", "sign_hamming", "pairwise_sign_hamming", "correspondence_delta",
@@ -238,24 +237,7 @@ def layer_features(model, images: torch.Tensor, layers: Sequence[str | int]
     Returns:
         dict[str, torch.Tensor]: module name -> ``[N, D]`` copy of its output.
     """
-    module: nn.Module = module_of(model)
-    names = [resolve_layer(model, layer) for layer in layers]
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-    try:
-        for name in names:
-            def hook(_m, _i, output, name=name):
-                store[name] = output.detach().reshape(output.shape[0], -1).clone()
-
-            handles.append(module.get_submodule(name).register_forward_hook(hook))
-        module(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [n for n in names if n not in store]
-    if missing:
-        raise RuntimeError(f"layers {missing} were not run by the model's forward")
-    return {name: store[name] for name in names}
+    return capture_outputs(model, images, layers)[0]
 
 
 def feature_differences(model, images: torch.Tensor, occluded: torch.Tensor,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from deconv.layers import module_of, resolve_layer
+from deconv.layers import capture_outputs, module_of, resolve_layer
 
 __all__ = ["TRANSFORMS", "InvarianceCurves", "translate_vertical", "scale_image",
            "rotate_image", "transform_image", "invariance_curves"]
@@ -164,7 +164,7 @@ def invariance_curves(model, images: torch.Tensor, kind: str, amounts: Sequence[
         raise ValueError("give at least one amount to sweep")
     names = [resolve_layer(model, layer) for layer in layers]
     module = module_of(model)
-    base = _features_and_output(model, module, images, names)
+    base = capture_outputs(module, images, names)
     has_head = base[1] is not None and base[1].ndim == 2
     if has_head:
         base_prob = torch.softmax(base[1], dim=1)
@@ -180,7 +180,7 @@ def invariance_curves(model, images: torch.Tensor, kind: str, amounts: Sequence[
     index = torch.arange(images.shape[0])
     for a, amount in enumerate(amounts):
         moved = transform_image(images, kind, amount)
-        feats, output = _features_and_output(model, module, moved, names)
+        feats, output = capture_outputs(module, moved, names)
         for name in names:
             distances[name][:, a] = (feats[name] - base[0][name]).double().norm(dim=1)
         if has_head:
@@ -190,20 +190,4 @@ def invariance_curves(model, images: torch.Tensor, kind: str, amounts: Sequence[
     return InvarianceCurves(kind, [float(v) for v in amounts], names, distances,
                             probability if has_head else None, top_label if has_head else None,
                             list(targets) if has_head else None)
-
-
-def _features_and_output(model, module, images, names):
-    store = {}
-    handles = []
-    try:
-        for name in names:
-            def hook(_m, _i, output, name=name):
-                store[name] = output.detach().reshape(output.shape[0], -1).clone()
-
-            handles.append(module.get_submodule(name).register_forward_hook(hook))
-        output = module(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return store, output if isinstance(output, torch.Tensor) else None
 

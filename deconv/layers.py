@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import difflib
 
+import torch
 from torch import nn
 
 __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
-           "get_layer", "paper_layers_of"]
+           "get_layer", "paper_layers_of", "capture_outputs"]
 
 
 class UnknownLayerError(ValueError):
@@ -101,6 +102,52 @@ def resolve_layer(model, layer: str | int) -> str:
 def get_layer(model, layer: str | int) -> nn.Module:
     """Return the submodule that ``layer`` names (see :func:`resolve_layer`)."""
     return module_of(model).get_submodule(resolve_layer(model, layer))
+
+
+@torch.no_grad()
+def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Run ``model`` once and copy the outputs of ``layers``; no hook is left behind.
+
+    Args:
+        model (nn.Module | LoadedModel): the network (not modified).
+        images (torch.Tensor): model inputs ``[N, C, H, W]``.
+        layers (Sequence[str | int]): module names or paper layer numbers.
+        flatten (bool): return each layer as ``[N, D]`` instead of its own shape.
+
+    Returns:
+        tuple[dict[str, torch.Tensor], torch.Tensor | None]: module name -> a copy of its output
+        (safe from later inplace ops), and the model's output (None if it is not a tensor).
+
+    Raises:
+        UnknownLayerError: a bad layer. ReusedModuleError: a layer runs more than once.
+        RuntimeError: a layer is not run by the forward pass.
+    """
+    module = module_of(model)
+    names = [resolve_layer(model, layer) for layer in layers]
+    store: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(_module, _inputs, output):
+            if name in store:
+                raise ReusedModuleError(f"module {name!r} runs more than once per forward")
+            out = output.detach()
+            store[name] = (out.reshape(out.shape[0], -1) if flatten else out).clone()
+        return hook
+
+    handles = []
+    try:
+        for name in dict.fromkeys(names):
+            handles.append(module.get_submodule(name).register_forward_hook(hook_for(name)))
+        output = module(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise RuntimeError(f"layers {missing} were not run by the model's forward")
+    return {name: store[name] for name in names}, (output if isinstance(output, torch.Tensor)
+                                                   else None)
 
 
 def _short_list(names: list[str], limit: int = 60) -> str:

@@ -63,3 +63,22 @@ def test_tensor_is_module_output(zfnet):
         handle.remove()
     expected = torch.relu(zfnet.model.features[0](x))
     torch.testing.assert_close(seen["out"], expected)
+
+
+def test_capture_outputs_copies_outputs_and_leaves_no_hooks():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    model = nn.Sequential(conv, nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    x = torch.randn(2, 3, 8, 8)
+    feats, out = deconv.layers.capture_outputs(model, x, ["0", "1"], flatten=False)
+    # the conv output is copied before the inplace ReLU overwrites it
+    torch.testing.assert_close(feats["0"], conv(x))
+    torch.testing.assert_close(feats["1"], torch.relu(conv(x)))
+    torch.testing.assert_close(out, model(x))
+    assert deconv.layers.capture_outputs(model, x, ["1"])[0]["1"].shape == (2, 4 * 6 * 6)
+    relu = nn.ReLU()
+    reused = nn.Sequential(nn.Conv2d(3, 3, 1), relu, nn.Conv2d(3, 3, 1), relu)
+    with pytest.raises(deconv.layers.ReusedModuleError, match="more than once"):
+        deconv.layers.capture_outputs(reused, x, ["1"])
+    for m in list(model.modules()) + list(reused.modules()):
+        assert not m._forward_hooks
