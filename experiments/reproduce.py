@@ -40,6 +40,7 @@ STEPS: list[tuple[str, list[str]]] = [
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench_projection", []),
     ("bench_mining", []),
+    ("bench_mining", ["--distributed"]),  # 1 and 2 Gloo processes
     ("bench_occlusion", []),
 ]
 
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # keep going: one failed figure must not lose the others
             traceback.print_exc()
             status = "failed"
-        summary[script] = {"status": status, "seconds": round(time.perf_counter() - start, 1)}
-        print(f"=== {script}: {status} in {summary[script]['seconds']} s", flush=True)
+        key = " ".join([script] + extra)
+        summary[key] = {"status": status, "seconds": round(time.perf_counter() - start, 1)}
+        print(f"=== {key}: {status} in {summary[key]['seconds']} s", flush=True)
     summary["total_seconds"] = round(time.perf_counter() - total, 1)
     if not args.quick and not args.only:
         name = "bench_summary.json" if args.bench else "reproduce.json"
