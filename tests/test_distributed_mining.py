@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from integer_models import LAYERS, IntNet
 from PIL import Image
-from torch import nn
 
 from deconv.activations import dead_feature_maps
 from deconv.distributed import (
@@ -36,31 +36,7 @@ from deconv.mining.distributed import (
     rank_checkpoint,
 )
 
-LAYERS = ["conv1", "relu1", "pool", "conv2", "relu2", "fc"]
 DEAD_LAYERS = ["relu1", "relu2"]
-
-
-class IntNet(nn.Module):
-    """A tiny random network with integer weights: activations of integer images are exact
-    small integers, so they do not depend on batch composition (or summation order), and
-    there are many exact ties for the tie-breaking rule to settle."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv1 = nn.Conv2d(3, 5, 3, padding=1)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(5, 6, 3)
-        self.relu2 = nn.ReLU(inplace=True)
-        self.fc = nn.Linear(6, 4)
-        for p in self.parameters():
-            p.data = torch.randint(-1, 2, p.shape, generator=g).float()
-
-    def forward(self, x):
-        x = self.pool(self.relu1(self.conv1(x)))
-        x = self.relu2(self.conv2(x))
-        return self.fc(x.amax(dim=(2, 3)))
 
 
 def int_images(n: int = 11, seed: int = 1) -> torch.Tensor:

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from integer_models import LAYERS, IntNet
 from PIL import Image
 from torch import nn
 
@@ -18,34 +19,6 @@ from deconv.mining import (
     mine_top_k,
 )
 from deconv.samples import ImageFiles, collate_skip_bad
-
-
-class IntNet(nn.Module):
-    """Integer weights on integer images: every activation is an exact small integer.
-
-    So float32 arithmetic is exact whatever the batch size or summation order, and there are
-    many exact ties (values and positions) for the tie-breaking rule to settle.
-    """
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv1 = nn.Conv2d(3, 5, 3, padding=1)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(5, 6, 3)
-        self.relu2 = nn.ReLU(inplace=True)
-        self.fc = nn.Linear(6, 4)
-        for p in self.parameters():
-            p.data = torch.randint(-1, 2, p.shape, generator=g).float()
-
-    def forward(self, x):
-        x = self.pool(self.relu1(self.conv1(x)))
-        x = self.relu2(self.conv2(x))
-        return self.fc(x.amax(dim=(2, 3)))
-
-
-LAYERS = ["conv1", "relu1", "pool", "conv2", "relu2", "fc"]
 
 
 def int_images(n: int = 23, seed: int = 1) -> torch.Tensor:
