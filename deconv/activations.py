@@ -23,7 +23,7 @@ from deconv.layers import module_of, resolve_layer
 from deconv.mining.sources import iter_batches
 from deconv.mining.taps import LayerTaps
 
-__all__ = ["feature_maps", "sparsity", "map_grid", "first_conv", "filter_grid",
+__all__ = ["feature_maps", "sparsity", "map_grid", "first_conv", "filter_grid", "tile_images",
            "DeadMapCounts", "DeadMapStats", "dead_feature_maps", "dead_filters", "dead_map_counts",
            "dead_map_stats"]
 
@@ -118,14 +118,27 @@ def filter_grid(weight: torch.Tensor, columns: int | None = None, pad: int = 1) 
     low = w.amin(dim=(1, 2, 3), keepdim=True)
     span = w.amax(dim=(1, 2, 3), keepdim=True) - low
     w = torch.where(span > 0, (w - low) / torch.where(span > 0, span, 1), torch.full_like(w, .5))
-    f, _, kh, kw = w.shape
-    columns = columns or int(np.ceil(np.sqrt(f)))
-    rows = int(np.ceil(f / columns))
-    grid = np.ones((rows * (kh + pad) - pad, columns * (kw + pad) - pad, 3), np.float32)
-    for i in range(f):
+    return tile_images(w, columns or int(np.ceil(np.sqrt(w.shape[0]))), pad)
+
+
+def tile_images(tiles: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray:
+    """Tile images ``[n, 3, h, w]`` (values in [0, 1]) row by row into one ``[H, W, 3]`` array.
+
+    Args:
+        tiles (torch.Tensor): the images, all the same size.
+        columns (int): tiles per row.
+        gap (int): white pixels between tiles.
+
+    Returns:
+        np.ndarray: float32 ``[H, W, 3]`` with white (1.0) gaps.
+    """
+    n, _, h, w = tiles.shape
+    rows = int(np.ceil(n / columns))
+    grid = np.ones((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), np.float32)
+    for i in range(n):
         r, q = divmod(i, columns)
-        grid[r * (kh + pad):r * (kh + pad) + kh, q * (kw + pad):q * (kw + pad) + kw] = \
-            w[i].permute(1, 2, 0).numpy()
+        grid[r * (h + gap):r * (h + gap) + h, q * (w + gap):q * (w + gap) + w] = \
+            tiles[i].detach().float().cpu().permute(1, 2, 0).numpy()
     return grid
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deconv.activations import tile_images
 from deconv.mining.result import TopKResult
 from deconv.receptive_field import receptive_field
 
@@ -163,17 +164,6 @@ def _resize(image: torch.Tensor, side: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(image[None], size=(side, side), mode=mode)[0]
 
 
-def _mosaic(tiles: torch.Tensor, columns: int = 3, gap: int = 2) -> np.ndarray:
-    n, _, s, _ = tiles.shape
-    rows = int(np.ceil(n / columns))
-    out = np.ones((rows * (s + gap) - gap, columns * (s + gap) - gap, 3), np.float32)
-    for i in range(n):
-        r, q = divmod(i, columns)
-        out[r * (s + gap):r * (s + gap) + s, q * (s + gap):q * (s + gap) + s] = \
-            tiles[i].permute(1, 2, 0).numpy()
-    return out
-
-
 def render_top_k_figure(panels: Sequence[TopKPanel], path: str | Path, title: str = "",
                         columns: int = 3, gap: int = 6) -> Path:
     """Write one PNG: a row per channel, its projections (left) beside its patches (right).
@@ -187,7 +177,8 @@ def render_top_k_figure(panels: Sequence[TopKPanel], path: str | Path, title: st
         raise ValueError("no panels to draw: every chosen channel had no entries")
     blocks = []
     for panel in panels:
-        left, right = _mosaic(panel.projections, columns), _mosaic(panel.patches, columns)
+        left = tile_images(panel.projections, columns, 2)
+        right = tile_images(panel.patches, columns, 2)
         spacer = np.ones((left.shape[0], gap, 3), np.float32)
         blocks.append(np.concatenate([left, spacer, right], axis=1))
     width = max(b.shape[1] for b in blocks)

@@ -109,3 +109,16 @@ def test_dead_feature_maps_match_a_naive_count():
     assert stats["1"].dead_ids[:2] == [0, 1]
     assert stats["1"].to_dict()["dead"] == stats["1"].dead
     assert no_hooks(net)
+
+
+def test_tile_images_places_tiles_row_by_row_with_white_gaps():
+    from deconv.activations import tile_images
+
+    tiles = torch.zeros(3, 3, 2, 2)
+    tiles[1] = 0.5
+    tiles[2, 0] = 1.0
+    grid = tile_images(tiles, columns=2, gap=1)
+    assert grid.shape == (5, 5, 3)
+    assert (grid[:2, :2] == 0).all() and (grid[:2, 3:] == 0.5).all()
+    assert (grid[3:, :2, 0] == 1).all() and (grid[3:, :2, 1:] == 0).all()
+    assert (grid[2] == 1).all() and (grid[:, 2] == 1).all() and (grid[3:, 3:] == 1).all()
