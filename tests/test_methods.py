@@ -115,7 +115,6 @@ def test_failing_call_leaves_no_hooks_and_restores_flags():
 
 
 def test_our_deconvnet_equals_captum_deconvolution_on_a_captum_compatible_model():
-    pytest.importorskip("deconv.deconvnet")
     model = tiny_model(batch_norm=False).double()
     images = torch.randn(3, 3, 12, 12, dtype=torch.float64,
                          generator=torch.Generator().manual_seed(2))
@@ -129,7 +128,6 @@ def test_our_deconvnet_equals_captum_deconvolution_on_a_captum_compatible_model(
 
 
 def test_with_relu6_captum_deconvolution_is_the_plain_gradient_and_ours_is_not():
-    pytest.importorskip("deconv.deconvnet")
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU6(), nn.Conv2d(6, 6, 3),
                           nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -143,7 +141,6 @@ def test_with_relu6_captum_deconvolution_is_the_plain_gradient_and_ours_is_not()
 
 
 def test_our_guided_backprop_equals_captums_on_a_captum_compatible_model():
-    pytest.importorskip("deconv.deconvnet")
     model = tiny_model(inplace=True).double()  # BN: guided backprop goes through it like captum
     images = torch.randn(2, 3, 12, 12, dtype=torch.float64)
     ours = attribute("guided-backprop", model, images, [0, 3], reduction="none")
@@ -153,7 +150,6 @@ def test_our_guided_backprop_equals_captums_on_a_captum_compatible_model():
 
 
 def test_our_occlusion_equals_captums_occlusion():
-    pytest.importorskip("deconv.occlusion")
     model = tiny_model().double()
     images = torch.randn(2, 3, 12, 12, dtype=torch.float64)
     ours = attribute("occlusion", model, images, [1, 2], **SMALL_OCCLUSION)
