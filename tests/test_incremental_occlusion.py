@@ -116,9 +116,9 @@ def _state(model: nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _check(model, image, fill, boxes, *, capture=None, reduce="sum", batch_size=7):
+def _check(model, image, fill, boxes, *, capture=None, reduce="sum", batch_size=7, bands=True):
     engine = IncrementalOcclusion(model, image, fill, capture=capture, reduce=reduce,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, bands=bands)
     assert engine.incremental, engine.reason
     got = engine.outputs(boxes)
     want = naive_occlusion_outputs(model, image, fill, boxes, capture=capture, reduce=reduce,
@@ -145,8 +145,9 @@ def test_naive_reference_equals_one_image_at_a_time():
         torch.testing.assert_close(naive[i], model(x[None])[0], rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("bands", [True, False])
 @pytest.mark.parametrize("seed", range(12))
-def test_random_chains_match_naive(seed):
+def test_random_chains_match_naive(seed, bands):
     _seed(seed)
     size = random.Random(seed).choice([16, 17, 23, 29, 31])
     model = _random_net(seed, size)
@@ -155,7 +156,7 @@ def test_random_chains_match_naive(seed):
     fill = torch.randn(3, dtype=torch.float64)
     before = _state(model)
     _check(model, image, fill, boxes, capture=None, batch_size=random.Random(seed).choice(
-        [1, 3, 16, 1000]))
+        [1, 3, 16, 1000]), bands=bands)
     after = _state(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -333,3 +334,33 @@ def test_drill_down_exact_at_coarse_one_and_refines_the_most_sensitive():
         drill_down_map(engine, boxes, (7, 7), score, coarse=0)
     with pytest.raises(ValueError, match="grid"):
         drill_down_map(engine, boxes, (6, 7), score)
+
+
+def test_row_bands_hold_few_rows_and_survive_any_order():
+    """Bands keep a fraction of the early layers' rows; out-of-order calls recompute, exactly."""
+    _seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.MaxPool2d(2), nn.Conv2d(4, 5, 3, padding=2, dilation=2), nn.ReLU(),
+                          nn.AvgPool2d(3, 2, 1), nn.Conv2d(5, 6, 3)).double().eval()
+    image = torch.randn(3, 64, 61, dtype=torch.float64)
+    boxes = _boxes(64, 61, sizes=(6,), stride=4)[:-4]  # the grid (no whole-image box)
+    engine = IncrementalOcclusion(model, image, 0.0, batch_size=8)
+    full = IncrementalOcclusion(model, image, 0.0, batch_size=8, bands=False)
+    assert [c.banded for c in engine._spatial.values()] == [True] * 5 + [False]
+    want = naive_occlusion_outputs(model, image, 0.0, boxes).output
+    held = []
+    step = engine._update_bands
+
+    def spy(windows):
+        step(windows)
+        held.append(max(c.rows / f.rows for c, f in zip(engine._spatial.values(),
+                                                         full._spatial.values()) if c.banded))
+
+    engine._update_bands = spy
+    torch.testing.assert_close(engine.outputs(boxes).output, want, rtol=0, atol=TOL64)
+    assert max(held) < 0.5, held
+    extra = _boxes(64, 61, sizes=(6,), stride=4)[-4:]
+    for part in (boxes[-40:], boxes[:40], boxes[200:240], extra, boxes[100:140]):  # any order
+        got = engine.outputs(part).output
+        torch.testing.assert_close(got, naive_occlusion_outputs(model, image, 0.0, part).output,
+                                   rtol=0, atol=TOL64)

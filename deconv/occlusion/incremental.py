@@ -8,7 +8,9 @@ that region needs (the changed region mapped back through kernel/stride/padding/
 the cached tensor, overwrites the part the previous layer changed with its new values, and runs
 the layer on the window with padding 0 (the layer's own padding is already in the cached,
 pre-padded tensor: zeros for convolutions, -inf for max-pools). All positions of a batch share
-one window size, so each layer is one batched call. At the first non-spatial node (flatten,
+one window size, so each layer is one batched call. The large early layers keep only a band of rows around the current
+occluder row (:mod:`deconv.occlusion.incremental_cache`), so the cache costs less memory than a
+forward pass keeps. At the first non-spatial node (flatten,
 linear, a global pool) the full tensors are rebuilt (cache + pasted region) and the rest of the
 network runs normally. The result is the model's output on the occluded images, to
 floating-point rounding (float64: ~1e-15).
@@ -50,6 +52,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from deconv.layers import module_of
+from deconv.occlusion.incremental_cache import SpatialCache, band_update, source_rows
 from deconv.occlusion.incremental_plan import (
     ChainPlan,
     SpatialGeometry,
@@ -203,16 +206,18 @@ class _Layer:
     total: torch.Tensor | None = None  # float64 [C] spatial sum (capture only)
 
 
-@dataclass
-class _SpatialCache:
-    """A spatial stage's pre-padded input and output geometry."""
+@dataclass(frozen=True)
+class _Window:
+    """Where one layer's changed windows sit for a batch (rows and columns)."""
 
-    padded: torch.Tensor  # [Hp*Wp, C]
-    padded_width: int
-    pad_top: int
-    pad_left: int
-    out_size: tuple[int, int]
-    divisor: torch.Tensor | None  # avg-pool divisor per output pixel, [Ho*Wo] (or None)
+    n_r: int  # common window height
+    top: torch.Tensor  # [P] window row start
+    r0: torch.Tensor  # [P] changed region rows [r0, r1)
+    r1: torch.Tensor
+    n_c: int
+    left: torch.Tensor
+    c0: torch.Tensor
+    c1: torch.Tensor
 
 
 @dataclass
@@ -255,8 +260,11 @@ class IncrementalOcclusion:
     """Model outputs on occluded copies of one image, recomputing only what each occluder changes.
 
     See the module docstring for the method and the interface. Construction runs the model once
-    on the unoccluded image and keeps each spatial layer's (padded) input; memory is about one
-    forward pass of one image.
+    on the unoccluded image and keeps each spatial layer's (padded) input. With ``bands`` (the
+    default) the large early layers (input at least half the image's height) keep only a band
+    of rows around the current occluder row instead (see
+    :mod:`deconv.occlusion.incremental_cache`): the same numbers in less memory than one
+    forward pass, as long as positions come roughly top to bottom (the engine sorts them).
 
     Args:
         model (nn.Module | LoadedModel): the network, in eval mode (it is not modified).
@@ -271,6 +279,7 @@ class IncrementalOcclusion:
         batch_size (int): occluder positions processed together.
         max_fraction (float | None): approximate mode (projective-field threshold), see the
             module docstring; None is exact.
+        bands (bool): keep row bands of the large early layers rather than whole tensors.
 
     Raises:
         ValueError: bad image/fill shapes, unknown capture layer, bad ``max_fraction``.
@@ -278,7 +287,7 @@ class IncrementalOcclusion:
 
     def __init__(self, model, image: torch.Tensor, fill=0.0, *, capture: str | None = None,
                  reduce: str | None = "sum", batch_size: int = 32,
-                 max_fraction: float | None = None):
+                 max_fraction: float | None = None, bands: bool = True):
         self.module = module_of(model)
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]
@@ -294,6 +303,7 @@ class IncrementalOcclusion:
         self.fill = as_fill_image(fill, image)
         self.capture, self.reduce, self.batch_size = capture, reduce, batch_size
         self.max_fraction = max_fraction
+        self.bands = bands
         if capture is not None:
             _capture_module(self.module, capture)
         self.work: dict[str, dict] = {}
@@ -335,7 +345,7 @@ class IncrementalOcclusion:
         stages: list[Stage] = []
         tail_stages: list[Stage] = []
         shapes = [tuple(x.shape[1:])]
-        self._spatial: dict[int, _SpatialCache] = {}
+        self._spatial: dict[int, SpatialCache] = {}
         self.layers = [_Layer(shapes[0])]
         for i, stage in enumerate(plan.stages):
             if not tail_stages:
@@ -352,7 +362,9 @@ class IncrementalOcclusion:
             if y.ndim != 4:
                 raise UnsupportedModelError(f"{stage.target} outputs {y.ndim}-d tensors")
             if stage.kind == "spatial":
-                self._spatial[i] = self._spatial_cache(stage, x, y)
+                banded = (self.bands and 2 * x.shape[-2] >= self.image.shape[-2]
+                          and all(c.banded for c in self._spatial.values()))
+                self._spatial[i] = self._spatial_cache(stage, x, y, banded)
             layer = _Layer(tuple(y.shape[1:]))
             if where == ("prefix", i):
                 layer.flat, layer.total = _flat(y), y[0].to(torch.float64).sum((1, 2))
@@ -394,19 +406,84 @@ class IncrementalOcclusion:
         return in_shape[0] * g[0].kernel * g[1].kernel
 
     @staticmethod
-    def _spatial_cache(stage: Stage, x: torch.Tensor, out: torch.Tensor) -> _SpatialCache:
+    def _spatial_cache(stage: Stage, x: torch.Tensor, out: torch.Tensor,
+                       banded: bool) -> SpatialCache:
         gr, gc = stage.geometry
         ho, wo = out.shape[-2:]
         h, w = x.shape[-2:]
         need_r = (ho - 1) * gr.stride + gr.span
         need_c = (wo - 1) * gc.stride + gc.span
-        padded = F.pad(x, (gc.pad, need_c - w - gc.pad, gr.pad, need_r - h - gr.pad),
-                       value=stage.pad_value)
         divisor = None
         if isinstance(stage.module, nn.AvgPool2d):
             divisor = _avgpool_divisor(stage.module, (h, w), (ho, wo), stage.geometry,
                                        x.dtype, x.device)
-        return _SpatialCache(_flat(padded), padded.shape[-1], gr.pad, gc.pad, (ho, wo), divisor)
+        if banded:  # rows are computed when a batch needs them
+            padded = x.new_empty((0, x.shape[1]))
+        else:
+            padded = _flat(F.pad(x, (gc.pad, need_c - w - gc.pad, gr.pad, need_r - h - gr.pad),
+                                 value=stage.pad_value))
+        return SpatialCache(padded, need_c, gr.pad, gc.pad, (h, w), (ho, wo), divisor,
+                            banded=banded)
+
+    def _padded_rows(self, i: int, a: int, b: int) -> torch.Tensor:
+        """Padded rows ``[a, b)`` of spatial stage ``i``'s input ``[(b - a) * width, C]``.
+
+        Computed from the previous spatial stage's band (which must hold the rows
+        :func:`source_rows` names) or from the image, through the pointwise stages between.
+        """
+        cache, stage = self._spatial[i], self.stages[i]
+        h, w = cache.in_size
+        channels = self.layers[i].shape[0]
+        out = self.image.new_full((b - a, cache.padded_width, channels), stage.pad_value)
+        v0, v1 = max(a - cache.pad_top, 0), min(b - cache.pad_top, h)
+        if v1 > v0:
+            j = max((k for k in self._spatial if k < i), default=None)
+            if j is None:
+                y, first = self.image[None, :, v0:v1].clone(), 0
+            else:
+                src, geometry = self._spatial[j], self.stages[j].geometry[0]
+                s0, s1 = v0 * geometry.stride, (v1 - 1) * geometry.stride + geometry.span
+                width = src.padded_width
+                x = src.padded[(s0 - src.lo) * width:(s1 - src.lo) * width]
+                x = x.view(1, s1 - s0, width, -1).permute(0, 3, 1, 2)
+                y = self._run_window(self.stages[j], src, x, torch.tensor([v0]),
+                                     torch.tensor([0]), (v1 - v0, src.out_size[1]))
+                first = j + 1
+            for k in range(first, i):
+                y = self.stages[k].run(y)
+            top = v0 + cache.pad_top - a
+            cols = min(w, cache.padded_width - cache.pad_left)  # a stage may skip the last ones
+            out[top:top + v1 - v0, cache.pad_left:cache.pad_left + cols] = \
+                y[0, :, :, :cols].permute(1, 2, 0)
+        return out.view(-1, channels)
+
+    def _update_bands(self, windows: dict[int, _Window]) -> None:
+        """Move the row bands down to what this batch (and the next band below) needs."""
+        banded = [i for i, c in self._spatial.items() if c.banded]
+        need: dict[int, tuple[int, int]] = {}
+        below = None
+        for i in reversed(banded):
+            cache, (geometry, _) = self._spatial[i], self.stages[i].geometry
+            win = windows[i]
+            h_in = (win.n_r - 1) * geometry.stride + geometry.span
+            lo = int(win.top.min()) * geometry.stride
+            hi = int(win.top.max()) * geometry.stride + h_in
+            if below is not None:  # rows the band below will compute from this one
+                _, new_lo, new_hi = band_update(self._spatial[below], *need[below])
+                if new_hi > new_lo:
+                    src_lo, src_hi = source_rows(new_lo, new_hi, self._spatial[below], geometry)
+                    if src_hi > src_lo:
+                        lo, hi = min(lo, src_lo), max(hi, src_hi)
+            need[i] = (lo, hi)
+            below = i
+        for i in banded:
+            cache = self._spatial[i]
+            keep_from, new_lo, new_hi = band_update(cache, *need[i])
+            kept = cache.padded[(keep_from - cache.lo) * cache.padded_width:]
+            if new_hi > new_lo:
+                fresh = self._padded_rows(i, new_lo, new_hi)
+                cache.padded = torch.cat([kept, fresh]) if len(kept) else fresh
+                cache.lo = keep_from if len(kept) else new_lo
 
     # ------------------------------------------------------------------ batches
     def outputs(self, boxes) -> OcclusionOutputs:
@@ -447,7 +524,8 @@ class IncrementalOcclusion:
 
         A position near a border has a smaller changed region in some layers; batched with
         interior positions it would be padded to their window size. Sorting by the region sizes
-        through the spatial stages (all rows, then all columns) groups equal windows.
+        through the spatial stages (all rows, then all columns) groups equal windows. With row
+        bands the occluder's top row comes first (bands move down once), then the column sizes.
         """
         _, h, w = self.layers[0].shape
         r0, r1 = boxes[:, 0].clamp(0, h), boxes[:, 1].clamp(0, h)
@@ -462,7 +540,10 @@ class IncrementalOcclusion:
             keys.append((r1 - r0, c1 - c0))
         if not keys:
             return torch.arange(len(boxes))
-        rows = torch.stack([k[0] for k in keys] + [k[1] for k in keys], 1).tolist()
+        sizes = [k[0] for k in keys] + [k[1] for k in keys]
+        if any(c.banded for c in self._spatial.values()):
+            sizes = [boxes[:, 0].clamp(0, h)] + [k[1] for k in keys] + [k[0] for k in keys]
+        rows = torch.stack(sizes, 1).tolist()
         return torch.tensor(sorted(range(len(rows)), key=rows.__getitem__))
 
     def _window(self, r0: torch.Tensor, r1: torch.Tensor, size: int
@@ -482,9 +563,9 @@ class IncrementalOcclusion:
         start = torch.clamp(torch.minimum(r0, torch.full_like(r0, size - n)), min=0)
         return n, start, r0, r1
 
-    def _input_state(self, boxes: torch.Tensor) -> _State:
+    def _windows(self, boxes: torch.Tensor) -> dict[int | str, _Window]:
+        """Changed windows of the input (key ``"input"``) and of each spatial stage's output."""
         c, h, w = self.layers[0].shape
-        dev = self.image.device
         r0, r1 = boxes[:, 0].clamp(0, h), boxes[:, 1].clamp(0, h)
         c0, c1 = boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, w)
         empty_r, empty_c = r1 <= r0, c1 <= c0
@@ -492,6 +573,22 @@ class IncrementalOcclusion:
         c0, c1 = torch.where(empty_c, 0, c0), torch.where(empty_c, 0, c1)
         nr, top, _, _ = self._window(r0, r1, h)
         nc, left, _, _ = self._window(c0, c1, w)
+        windows: dict[int | str, _Window] = {"input": _Window(nr, top, r0, r1, nc, left, c0, c1)}
+        for i, cache in self._spatial.items():
+            gr, gc = self.stages[i].geometry
+            ho, wo = cache.out_size
+            o_r0, o_r1 = affected_range(r0, r1, gr, ho)
+            o_c0, o_c1 = affected_range(c0, c1, gc, wo)
+            n_r, top, r0, r1 = self._window(o_r0, o_r1, ho)
+            n_c, left, c0, c1 = self._window(o_c0, o_c1, wo)
+            windows[i] = _Window(n_r, top, r0, r1, n_c, left, c0, c1)
+        return windows
+
+    def _input_state(self, win: _Window) -> _State:
+        c, h, w = self.layers[0].shape
+        dev = self.image.device
+        nr, top, r0, r1, nc, left, c0, c1 = (win.n_r, win.top, win.r0, win.r1, win.n_c,
+                                             win.left, win.c0, win.c1)
         rows = top[:, None] + torch.arange(nr)
         cols = left[:, None] + torch.arange(nc)
         index = (rows[:, :, None] * w + cols[:, None, :]).to(dev)
@@ -502,7 +599,7 @@ class IncrementalOcclusion:
         values = torch.where(inside.unsqueeze(-1), fill_flat[index], image_flat[index])
         return _State(values, top, left, (r0, r1, c0, c1))
 
-    def _gather(self, cache: _SpatialCache, state: _State, stage: Stage, top: torch.Tensor,
+    def _gather(self, cache: SpatialCache, state: _State, stage: Stage, top: torch.Tensor,
                 left: torch.Tensor, n_out: tuple[int, int]) -> torch.Tensor:
         """Input windows ``[P, C, h, w]`` of a spatial stage: cache with the changed part pasted."""
         gr, gc = stage.geometry
@@ -512,7 +609,7 @@ class IncrementalOcclusion:
         w_in = (n_out[1] - 1) * gc.stride + gc.span
         rows = top[:, None] * gr.stride + torch.arange(h_in)  # padded coordinates
         cols = left[:, None] * gc.stride + torch.arange(w_in)
-        index = rows[:, :, None] * cache.padded_width + cols[:, None, :]
+        index = (rows[:, :, None] - cache.lo) * cache.padded_width + cols[:, None, :]
         window = cache.padded.index_select(0, index.reshape(-1).to(dev))
         tr = rows - cache.pad_top - state.top[:, None]  # row inside the changed window
         tc = cols - cache.pad_left - state.left[:, None]
@@ -526,7 +623,7 @@ class IncrementalOcclusion:
             0, src.to(dev)))
         return window.view(p, h_in, w_in, ch).permute(0, 3, 1, 2)
 
-    def _run_window(self, stage: Stage, cache: _SpatialCache, x: torch.Tensor, top, left,
+    def _run_window(self, stage: Stage, cache: SpatialCache, x: torch.Tensor, top, left,
                     n_out) -> torch.Tensor:
         m = stage.module
         if isinstance(m, nn.Conv2d):
@@ -541,15 +638,10 @@ class IncrementalOcclusion:
         index = (rows[:, :, None] * wo + cols[:, None, :]).to(x.device)
         return total / cache.divisor[index].unsqueeze(1)
 
-    def _spatial_step(self, i: int, stage: Stage, state: _State) -> _State:
+    def _spatial_step(self, i: int, stage: Stage, state: _State, win: _Window) -> _State:
         cache = self._spatial[i]
-        gr, gc = stage.geometry
-        ho, wo = cache.out_size
-        r0, r1, c0, c1 = state.region
-        o_r0, o_r1 = affected_range(r0, r1, gr, ho)
-        o_c0, o_c1 = affected_range(c0, c1, gc, wo)
-        n_r, top, o_r0, o_r1 = self._window(o_r0, o_r1, ho)
-        n_c, left, o_c0, o_c1 = self._window(o_c0, o_c1, wo)
+        n_r, top, o_r0, o_r1 = win.n_r, win.top, win.r0, win.r1
+        n_c, left, o_c0, o_c1 = win.n_c, win.left, win.c0, win.c1
         x = self._gather(cache, state, stage, top, left, (n_r, n_c))
         y = self._run_window(stage, cache, x, top, left, (n_r, n_c))
         work = self.work[f"{i}:{stage.target}"]
@@ -584,12 +676,14 @@ class IncrementalOcclusion:
         return (layer.total.unsqueeze(0) - old + new).to(state.values.dtype)
 
     def _batch(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        state = self._input_state(boxes)
+        windows = self._windows(boxes)
+        self._update_bands(windows)
+        state = self._input_state(windows["input"])
         captured = None
         where = self._capture_where
         for i, stage in enumerate(self.stages):
             if stage.kind == "spatial":
-                state = self._spatial_step(i, stage, state)
+                state = self._spatial_step(i, stage, state, windows[i])
             else:
                 y = stage.run(state.values.permute(0, 3, 1, 2))
                 state = _State(y.permute(0, 2, 3, 1).contiguous(), state.top, state.left,
