@@ -45,7 +45,10 @@ from deconv.metrics import (
 from deconv.mining import SampleCrops, TopKEntry, TopKResult, merge_top_k, mine_top_k
 from deconv.mining.distributed import dead_feature_maps_distributed, mine_top_k_distributed
 from deconv.occlusion import (
+    DrillDownResult,
+    IncrementalOcclusion,
     OcclusionResult,
+    drill_down_map,
     occlusion_methods,
     occlusion_sweep,
     register_occlusion_engine,
@@ -84,6 +87,7 @@ __all__ = [
     "dead_feature_maps", "dead_filters", "feature_maps", "filter_grid", "map_grid", "sparsity",
     # occlusion and the paper's analyses
     "OcclusionResult", "occlusion_methods", "occlusion_sweep", "register_occlusion_engine",
+    "IncrementalOcclusion", "DrillDownResult", "drill_down_map",
     "correspondence_delta", "face_images", "sign_hamming",
     "InvarianceCurves", "invariance_curves", "transform_image",
     # feature visualization by optimization

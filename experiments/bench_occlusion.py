@@ -3,15 +3,21 @@
 For each model (random-init torchvision VGG16 and AlexNet: speed does not depend on the weights)
 at 224 px, a 32 px grey square (0 in normalized input) at stride 8 (25 x 25 = 625 positions),
 the map is the softmax probability of the unoccluded image's top class. Methods, each run in its
-own subprocess (so its peak memory is its own; the peak resident set is reset after the model
-is built, and ``peak_extra_mb`` is the growth over the memory held before the method ran):
+own subprocess, so its peak memory is its own. ``peak_extra_mb`` is the peak resident set
+over the resident set right after the model is built (before any forward pass: the one-time
+costs of the first forward count for every method alike). glibc keeps freed heap memory, so
+the peak also depends on how a method's allocations fragment; ``peak_live_mb`` is the same
+peak measured again with ``MALLOC_MMAP_THRESHOLD_=65536`` (blocks of 64 KiB or more are
+returned to the system when freed), closer to the memory a method actually holds. Methods:
 
 * ``captum``: ``captum.attr.Occlusion`` on the softmax-wrapped model, for several
   ``perturbations_per_eval``; the best is the reference. Its cost is linear in the positions,
   so it is timed on a subset (the non-overlapping windows at stride = patch, whose
   attributions equal ``p0 - p(occluded)`` exactly) and extrapolated to the full grid.
 * ``naive``: our batched forward of the occluded images, on the same subset, extrapolated.
-* ``incremental``: exact incremental inference (:mod:`deconv.occlusion.incremental`), full grid.
+* ``incremental``: exact incremental inference (:mod:`deconv.occlusion.incremental`), full grid,
+  ``--batch-size`` positions per batch; ``incremental_lean``: the same with
+  ``--lean-batch-size`` (less memory, a little slower).
 * ``approximate``: the projective-field threshold (``--max-fraction``), full grid;
   ``drilldown``: the same plus adaptive drill-down (``--coarse``, ``--refine``). Quality is the
   SSIM of their maps against the exact one.
@@ -73,6 +79,8 @@ def _setup(spec: dict):
     loaded = load_model(spec["model"], weights=None)
     model = loaded.model.eval()
     image = loaded.preprocess(sample_images([spec["image"]])[0].image, size=spec["size"])
+    spec["model_rss_mb"] = _memory_mb()[0]  # before any forward pass
+    spec["peak_reset"] = _reset_peak_memory()
     with torch.no_grad():
         base = torch.softmax(model(image[None]), 1)[0]
     target = int(base.argmax())
@@ -101,8 +109,7 @@ def _worker(spec: dict, out: str) -> None:
     def prob(outputs):
         return torch.softmax(outputs.output, 1)[:, target]
 
-    gc_rss, _ = _memory_mb()
-    reset = _reset_peak_memory()
+    model_rss, reset = spec["model_rss_mb"], spec["peak_reset"]
     start = time.perf_counter()
     with torch.no_grad():
         if method == "captum":
@@ -134,9 +141,9 @@ def _worker(spec: dict, out: str) -> None:
             result["evaluated_fraction"] = drill.evaluated_fraction
     seconds = time.perf_counter() - start
     rss, peak = _memory_mb()
-    result.update(seconds=seconds, positions=positions, rss_before_mb=gc_rss,
+    result.update(seconds=seconds, positions=positions, model_rss_mb=model_rss,
                   peak_mb=peak if reset else None,
-                  peak_extra_mb=(peak - gc_rss) if reset else None,
+                  peak_extra_mb=(peak - model_rss) if reset else None,
                   linear_macs=sum(m.in_features * m.out_features for m in model.modules()
                                   if isinstance(m, torch.nn.Linear)))
     np.save(out + ".npy", values.double().cpu().numpy())
@@ -145,9 +152,12 @@ def _worker(spec: dict, out: str) -> None:
 
 def _run_worker(spec: dict, tmp: str) -> tuple[dict, np.ndarray]:
     out = os.path.join(tmp, f"{spec['model']}_{spec['method']}_{spec.get('ppe', '')}"
-                       f"{spec.get('tag', '')}")
+                       f"{spec.get('tag', '')}{'_live' if spec.get('live') else ''}"
+                       f"_{spec['batch_size']}")
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]),
                MKL_NUM_THREADS=str(spec["threads"]))
+    if spec.get("live"):
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec),
            "--worker-out", out]
@@ -202,6 +212,16 @@ def _bench_model(name: str, args, tmp: str) -> dict:
     print(f"  {name} naive: {naive_info['seconds']:.1f} s", flush=True)
     inc_info, inc_values = _run_worker(dict(base, method="incremental"), tmp)
     print(f"  {name} incremental: {inc_info['seconds']:.1f} s", flush=True)
+    lean_info, lean_values = _run_worker(dict(base, method="incremental",
+                                              batch_size=args.lean_batch_size), tmp)
+    print(f"  {name} incremental (batch {args.lean_batch_size}): {lean_info['seconds']:.1f} s",
+          flush=True)
+    live = {key: _run_worker(dict(base, **spec, live=True), tmp)[0]["peak_extra_mb"]
+            for key, spec in (("captum", {"method": "captum", "ppe": best_ppe}),
+                              ("incremental", {"method": "incremental"}),
+                              ("incremental_lean", {"method": "incremental",
+                                                    "batch_size": args.lean_batch_size}))}
+    print(f"  {name} live peaks (MB): {live}", flush=True)
     approx = {}
     for key, coarse, refine in (("approximate", 1, 0.0),
                                 ("drilldown", args.coarse, args.refine)):
@@ -215,7 +235,7 @@ def _bench_model(name: str, args, tmp: str) -> dict:
                               ("seconds", "positions", "seconds_full_extrapolated",
                                "peak_extra_mb")} for k, v in captum.items()},
         "seconds_full": t_captum, "extrapolated": True,
-        "peak_extra_mb": captum_info["peak_extra_mb"]}
+        "peak_extra_mb": captum_info["peak_extra_mb"], "peak_live_mb": live["captum"]}
     report["naive"] = {"seconds_full": naive_info["seconds_full_extrapolated"],
                        "extrapolated": True, "batch_size": args.batch_size,
                        "peak_extra_mb": naive_info["peak_extra_mb"]}
@@ -229,7 +249,15 @@ def _bench_model(name: str, args, tmp: str) -> dict:
         "fraction_of_flop_limit_network": speed_vs_naive / flops["flop_limit_network"],
         "max_abs_diff_prob_vs_naive": float(np.abs(inc_values[in_grid] - naive_values).max()),
         "max_abs_diff_prob_vs_captum": float(np.abs(inc_values[in_grid] - captum_values).max()),
-        "peak_extra_mb": inc_info["peak_extra_mb"], "batch_size": args.batch_size, **flops}
+        "peak_extra_mb": inc_info["peak_extra_mb"], "peak_live_mb": live["incremental"],
+        "batch_size": args.batch_size, **flops}
+    report["incremental_lean"] = {
+        "seconds_full": lean_info["seconds"], "extrapolated": False,
+        "speedup_vs_captum": t_captum / lean_info["seconds"],
+        "speedup_vs_naive": naive_info["seconds_full_extrapolated"] / lean_info["seconds"],
+        "max_abs_diff_prob_vs_naive": float(np.abs(lean_values[in_grid] - naive_values).max()),
+        "peak_extra_mb": lean_info["peak_extra_mb"], "peak_live_mb": live["incremental_lean"],
+        "batch_size": args.lean_batch_size}
     exact = inc_values.reshape(rows, cols)
     for key, (info, values) in approx.items():
         grid = values.reshape(rows, cols)
@@ -259,7 +287,7 @@ def _plot(results: dict, path: Path) -> None:
 
     models = list(results["models"])
     fig, axes = plt.subplots(1, 1 + 3 * len(models), figsize=(4 + 2.6 * len(models) * 3, 3.2))
-    methods = ["captum", "naive", "incremental", "approximate", "drilldown"]
+    methods = ["captum", "naive", "incremental", "incremental_lean", "approximate", "drilldown"]
     width = 0.8 / len(models)
     for i, name in enumerate(models):
         r = results["models"][name]
@@ -297,6 +325,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--ppe", type=int, nargs="+", default=[1, 16],
                         help="captum perturbations_per_eval settings to try")
     parser.add_argument("--batch-size", type=int, default=32, help="positions per batch")
+    parser.add_argument("--lean-batch-size", type=int, default=8,
+                        help="positions per batch of the low-memory incremental run")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--image", default="coffee", help="sample image name")
     parser.add_argument("--max-fraction", type=float, default=0.6,
@@ -341,7 +371,10 @@ def main(argv: list[str] | None = None) -> dict | None:
               f"{apx['speedup_vs_captum']:.1f}x, SSIM {apx['ssim_vs_exact']:.3f}; drill-down "
               f"{dd['speedup_vs_captum']:.1f}x, SSIM {dd['ssim_vs_exact']:.3f}; peak extra MB "
               f"captum {r['captum']['peak_extra_mb']:.0f} / incremental "
-              f"{inc['peak_extra_mb']:.0f}")
+              f"{inc['peak_extra_mb']:.0f} / lean {r['incremental_lean']['peak_extra_mb']:.0f} "
+              f"(live: {r['captum']['peak_live_mb']:.0f} / {inc['peak_live_mb']:.0f} / "
+              f"{r['incremental_lean']['peak_live_mb']:.0f}); lean "
+              f"{r['incremental_lean']['speedup_vs_captum']:.1f}x vs captum")
     return results
 
 

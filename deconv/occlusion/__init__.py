@@ -1,6 +1,7 @@
 """Occlusion sensitivity (Zeiler & Fergus 2014, Fig. 7): :func:`occlusion_sweep` and its parts."""
 
 from deconv.occlusion import incremental  # noqa: F401  (registers method="incremental")
+from deconv.occlusion.approximate import DrillDownResult, drill_down_map
 from deconv.occlusion.engines import (
     OccludedBatch,
     evaluate_occluded,
@@ -9,8 +10,10 @@ from deconv.occlusion.engines import (
 )
 from deconv.occlusion.fills import FILL_NAMES, gaussian_blur, make_fill
 from deconv.occlusion.grid import grid_starts, occluder_boxes, window_average
+from deconv.occlusion.incremental import IncrementalOcclusion, OcclusionOutputs
 from deconv.occlusion.sweep import OcclusionResult, occlusion_sweep
 
-__all__ = ["FILL_NAMES", "OccludedBatch", "OcclusionResult", "evaluate_occluded",
+__all__ = ["DrillDownResult", "FILL_NAMES", "IncrementalOcclusion", "OccludedBatch",
+           "OcclusionOutputs", "OcclusionResult", "drill_down_map", "evaluate_occluded",
            "gaussian_blur", "grid_starts", "make_fill", "occluder_boxes", "occlusion_methods",
            "occlusion_sweep", "register_occlusion_engine", "window_average"]

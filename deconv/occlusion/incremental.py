@@ -8,10 +8,10 @@ that region needs (the changed region mapped back through kernel/stride/padding/
 the cached tensor, overwrites the part the previous layer changed with its new values, and runs
 the layer on the window with padding 0 (the layer's own padding is already in the cached,
 pre-padded tensor: zeros for convolutions, -inf for max-pools). All positions of a batch share
-one window size, so each layer is one batched call. The large early layers keep only a band of rows around the current
-occluder row (:mod:`deconv.occlusion.incremental_cache`). At the first non-spatial node
-(flatten, linear, a global pool) the full tensors are rebuilt (cache + pasted region) and the
-rest of the network runs normally. The result is the model's output on the occluded images, to
+one window size, so each layer is one batched call. The large early layers keep only a band
+of rows around the current occluder row (:mod:`deconv.occlusion.incremental_cache`). At the
+first non-spatial node (flatten, linear, a global pool) the full tensors are rebuilt (cache +
+pasted region) and the rest of the network runs normally. The result is the model's output on the occluded images, to
 floating-point rounding (float64: ~1e-15).
 
 Interface (the occlusion sweep's ``method="incremental"``)::
