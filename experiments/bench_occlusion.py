@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--max-fraction", type=float, default=0.6,
                         help="approximate: projective-field threshold")
     parser.add_argument("--coarse", type=int, default=2, help="approximate: coarse step")
-    parser.add_argument("--refine", type=float, default=0.2,
+    parser.add_argument("--refine", type=float, default=0.1,
                         help="approximate: fraction of positions refined exactly")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)

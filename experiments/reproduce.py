@@ -42,6 +42,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench_mining", []),
     ("bench_mining", ["--distributed"]),  # 1 and 2 Gloo processes
     ("bench_occlusion", []),
+    ("bench_occlusion_quality", []),  # approximate occlusion on trained weights
 ]
 
 

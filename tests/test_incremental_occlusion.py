@@ -364,3 +364,25 @@ def test_row_bands_hold_few_rows_and_survive_any_order():
         got = engine.outputs(part).output
         torch.testing.assert_close(got, naive_occlusion_outputs(model, image, 0.0, part).output,
                                    rtol=0, atol=TOL64)
+
+
+def test_band_update_keeps_what_it_can_and_source_rows_match_the_kernel():
+    from deconv.occlusion.incremental_cache import SpatialCache, band_update, source_rows
+
+    band = SpatialCache(torch.zeros(6 * 4, 2), 4, 1, 1, (10, 2), (10, 2), None, banded=True, lo=3)
+    assert (band.lo, band.hi) == (3, 9)
+    assert band_update(band, 5, 12) == (5, 9, 12)  # keep rows 5..8, compute 9..11
+    assert band_update(band, 4, 7) == (4, 9, 9)  # already held: nothing to compute
+    assert band_update(band, 1, 7) == (9, 1, 7)  # starts above the band: recompute all
+    assert band_update(band, 10, 12) == (9, 10, 12)  # past the end: recompute all
+    empty = SpatialCache(torch.zeros(0, 2), 4, 1, 1, (10, 2), (10, 2), None, banded=True)
+    assert band_update(empty, 0, 3) == (0, 0, 3)
+    # Padded rows [a, b) of a stage with pad_top 1 over an input of 10 rows; the previous
+    # stage (kernel 3, stride 2, dilation 2: span 5) computes input row v from its padded
+    # rows [2v, 2v + 5).
+    geometry = SpatialGeometry(kernel=3, stride=2, pad=0, dilation=2)
+    for a in range(0, 13):
+        for b in range(a + 1, 13):
+            rows = [p - 1 for p in range(a, b) if 0 <= p - 1 < 10]
+            want = (2 * min(rows), 2 * max(rows) + 5) if rows else (0, 0)
+            assert source_rows(a, b, band, geometry) == want

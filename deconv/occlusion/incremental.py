@@ -11,8 +11,8 @@ pre-padded tensor: zeros for convolutions, -inf for max-pools). All positions of
 one window size, so each layer is one batched call. The large early layers keep only a band
 of rows around the current occluder row (:mod:`deconv.occlusion.incremental_cache`). At the
 first non-spatial node (flatten, linear, a global pool) the full tensors are rebuilt (cache +
-pasted region) and the rest of the network runs normally. The result is the model's output on the occluded images, to
-floating-point rounding (float64: ~1e-15).
+pasted region) and the rest of the network runs normally. The result is the model's output on
+the occluded images, to floating-point rounding (float64: ~1e-15).
 
 Interface (the occlusion sweep's ``method="incremental"``)::
 
