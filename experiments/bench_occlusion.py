@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--ppe", type=int, nargs="+", default=[1, 16],
                         help="captum perturbations_per_eval settings to try")
     parser.add_argument("--batch-size", type=int, default=32, help="positions per batch")
-    parser.add_argument("--lean-batch-size", type=int, default=8,
+    parser.add_argument("--lean-batch-size", type=int, default=4,
                         help="positions per batch of the low-memory incremental run")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--image", default="coffee", help="sample image name")

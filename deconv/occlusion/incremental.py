@@ -502,12 +502,21 @@ class IncrementalOcclusion:
                                            batch_size=self.batch_size)
         order = self._order(boxes) if len(boxes) > self.batch_size else None
         ordered = boxes if order is None else boxes[order]
-        outs, caps = [], []
+        outs, caps, pending = [], [], []
+        head_batch = self._head_batch()
         with torch.no_grad():
             for start in range(0, len(boxes), self.batch_size):
-                out, cap = self._batch(ordered[start:start + self.batch_size])
-                outs.append(out)
-                caps.append(cap)
+                pending.append(self._prefix(ordered[start:start + self.batch_size]))
+                last = start + self.batch_size >= len(boxes)
+                if last or sum(len(x) for x, _ in pending) >= head_batch:
+                    # The head runs on several prefix batches at once: a fully connected
+                    # layer reads all its weights per call, whatever the batch.
+                    cap = [c for _, c in pending]
+                    result = self._tail(torch.cat([x for x, _ in pending]),
+                                        torch.cat(cap) if cap[0] is not None else None)
+                    outs.append(result.output)
+                    caps.append(result.captured)
+                    pending = []
         output = torch.cat(outs)
         captured = torch.cat(caps) if caps[0] is not None else None
         if order is not None:  # back to the caller's order
@@ -674,7 +683,14 @@ class IncrementalOcclusion:
         new = state.values.reshape(p, -1, c).to(torch.float64).sum(1)
         return (layer.total.unsqueeze(0) - old + new).to(state.values.dtype)
 
-    def _batch(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _head_batch(self) -> int:
+        """Positions per head call: at least a prefix batch, up to 64 (about 8 MB of input)."""
+        c, h, w = self.layers[-1].shape
+        per_position = c * h * w * self.image.element_size()
+        return max(self.batch_size, min(64, (8 << 20) // max(per_position, 1)))
+
+    def _prefix(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last spatial layer's full output ``[P, C, H, W]`` (and a prefix capture)."""
         windows = self._windows(boxes)
         self._update_bands(windows)
         state = self._input_state(windows["input"])
@@ -689,9 +705,7 @@ class IncrementalOcclusion:
                                state.region)
             if where is not None and where[0] == "prefix" and where[1] == i:
                 captured = self._captured_prefix(self.layers[i + 1], state)
-        x = self._full(self.prefix_output, self.layers[-1].shape, state)
-        result = self._tail(x, captured)
-        return result.output, result.captured
+        return self._full(self.prefix_output, self.layers[-1].shape, state), captured
 
     # ------------------------------------------------------------------ the head
     def _tail(self, x: torch.Tensor, captured: torch.Tensor | None) -> OcclusionOutputs:
