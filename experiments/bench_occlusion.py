@@ -17,7 +17,7 @@ returned to the system when freed), closer to the memory a method actually holds
 * ``naive``: our batched forward of the occluded images, on the same subset, extrapolated.
 * ``incremental``: exact incremental inference (:mod:`deconv.occlusion.incremental`), full grid,
   ``--batch-size`` positions per batch; ``incremental_lean``: the same with
-  ``--lean-batch-size`` (less memory, a little slower).
+  ``--lean-batch-size`` and ``low_memory=True`` (less memory, a little slower).
 * ``approximate``: the projective-field threshold (``--max-fraction``), full grid;
   ``drilldown``: the same plus adaptive drill-down (``--coarse``, ``--refine``). Quality is the
   SSIM of their maps against the exact one.
@@ -127,7 +127,8 @@ def _worker(spec: dict, out: str) -> None:
                                                   batch_size=spec["batch_size"]))
             positions = len(subset)
         elif method == "incremental":
-            engine = IncrementalOcclusion(model, image, 0.0, batch_size=spec["batch_size"])
+            engine = IncrementalOcclusion(model, image, 0.0, batch_size=spec["batch_size"],
+                                          low_memory=spec.get("low_memory", False))
             values = prob(engine.outputs(boxes))
             positions = len(boxes)
             result["work"] = engine.work
@@ -212,15 +213,15 @@ def _bench_model(name: str, args, tmp: str) -> dict:
     print(f"  {name} naive: {naive_info['seconds']:.1f} s", flush=True)
     inc_info, inc_values = _run_worker(dict(base, method="incremental"), tmp)
     print(f"  {name} incremental: {inc_info['seconds']:.1f} s", flush=True)
-    lean_info, lean_values = _run_worker(dict(base, method="incremental",
-                                              batch_size=args.lean_batch_size), tmp)
+    lean = {"method": "incremental", "batch_size": args.lean_batch_size, "low_memory": True,
+            "tag": "lean"}
+    lean_info, lean_values = _run_worker(dict(base, **lean), tmp)
     print(f"  {name} incremental (batch {args.lean_batch_size}): {lean_info['seconds']:.1f} s",
           flush=True)
     live = {key: _run_worker(dict(base, **spec, live=True), tmp)[0]["peak_extra_mb"]
             for key, spec in (("captum", {"method": "captum", "ppe": best_ppe}),
                               ("incremental", {"method": "incremental"}),
-                              ("incremental_lean", {"method": "incremental",
-                                                    "batch_size": args.lean_batch_size}))}
+                              ("incremental_lean", lean))}
     print(f"  {name} live peaks (MB): {live}", flush=True)
     approx = {}
     for key, coarse, refine in (("approximate", 1, 0.0),

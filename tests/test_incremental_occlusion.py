@@ -116,9 +116,11 @@ def _state(model: nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _check(model, image, fill, boxes, *, capture=None, reduce="sum", batch_size=7, bands=True):
+def _check(model, image, fill, boxes, *, capture=None, reduce="sum", batch_size=7, bands=True,
+           low_memory=False):
     engine = IncrementalOcclusion(model, image, fill, capture=capture, reduce=reduce,
-                                  batch_size=batch_size, bands=bands)
+                                  batch_size=batch_size, bands=bands, low_memory=low_memory)
+    engine._split_bytes = 64  # low-memory mode: every conv runs in slices of output channels
     assert engine.incremental, engine.reason
     got = engine.outputs(boxes)
     want = naive_occlusion_outputs(model, image, fill, boxes, capture=capture, reduce=reduce,
@@ -145,9 +147,9 @@ def test_naive_reference_equals_one_image_at_a_time():
         torch.testing.assert_close(naive[i], model(x[None])[0], rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize("bands", [True, False])
+@pytest.mark.parametrize("mode", ["bands", "whole", "low_memory"])
 @pytest.mark.parametrize("seed", range(12))
-def test_random_chains_match_naive(seed, bands):
+def test_random_chains_match_naive(seed, mode):
     _seed(seed)
     size = random.Random(seed).choice([16, 17, 23, 29, 31])
     model = _random_net(seed, size)
@@ -156,7 +158,7 @@ def test_random_chains_match_naive(seed, bands):
     fill = torch.randn(3, dtype=torch.float64)
     before = _state(model)
     _check(model, image, fill, boxes, capture=None, batch_size=random.Random(seed).choice(
-        [1, 3, 16, 1000]), bands=bands)
+        [1, 3, 16, 1000]), bands=mode != "whole", low_memory=mode == "low_memory")
     after = _state(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
 

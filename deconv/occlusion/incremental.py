@@ -61,6 +61,8 @@ from deconv.occlusion.incremental_plan import (
     plan_chain,
 )
 
+_SIZES_PER_AXIS = 4  # low-memory mode: window lengths per layer and axis
+
 __all__ = ["IncrementalOcclusion", "OcclusionOutputs", "supports", "naive_occlusion_outputs",
            "occlude_images", "as_fill_image"]
 
@@ -279,6 +281,9 @@ class IncrementalOcclusion:
         max_fraction (float | None): approximate mode (projective-field threshold), see the
             module docstring; None is exact.
         bands (bool): keep row bands of the large early layers rather than whole tensors.
+        low_memory (bool): also run each sweep with a few window shapes per layer (oneDNN
+            keeps a compiled kernel per shape) and convolutions with over 3 MB of weights in
+            slices of output channels: less peak memory, somewhat slower. Same numbers.
 
     Raises:
         ValueError: bad image/fill shapes, unknown capture layer, bad ``max_fraction``.
@@ -286,7 +291,8 @@ class IncrementalOcclusion:
 
     def __init__(self, model, image: torch.Tensor, fill=0.0, *, capture: str | None = None,
                  reduce: str | None = "sum", batch_size: int = 32,
-                 max_fraction: float | None = None, bands: bool = True):
+                 max_fraction: float | None = None, bands: bool = True,
+                 low_memory: bool = False):
         self.module = module_of(model)
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]
@@ -302,7 +308,9 @@ class IncrementalOcclusion:
         self.fill = as_fill_image(fill, image)
         self.capture, self.reduce, self.batch_size = capture, reduce, batch_size
         self.max_fraction = max_fraction
-        self.bands = bands
+        self.bands, self.low_memory = bands, low_memory
+        self._least = None
+        self._split_bytes = 3 << 20
         if capture is not None:
             _capture_module(self.module, capture)
         self.work: dict[str, dict] = {}
@@ -504,6 +512,9 @@ class IncrementalOcclusion:
         ordered = boxes if order is None else boxes[order]
         outs, caps, pending = [], [], []
         head_batch = self._head_batch()
+        self._least = None
+        if self.low_memory:  # few distinct shapes: oneDNN caches a kernel per shape
+            self._least = {k: (w.n_r, w.n_c) for k, w in self._windows(boxes).items()}
         with torch.no_grad():
             for start in range(0, len(boxes), self.batch_size):
                 pending.append(self._prefix(ordered[start:start + self.batch_size]))
@@ -554,10 +565,17 @@ class IncrementalOcclusion:
         rows = torch.stack(sizes, 1).tolist()
         return torch.tensor(sorted(range(len(rows)), key=rows.__getitem__))
 
-    def _window(self, r0: torch.Tensor, r1: torch.Tensor, size: int
+    def _window(self, r0: torch.Tensor, r1: torch.Tensor, size: int, least: int = 0
                 ) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Common window length ``n`` and starts covering ``[r0, r1)`` (maybe capped)."""
+        """Common window length ``n`` and starts covering ``[r0, r1)`` (maybe capped).
+
+        With ``least`` (the largest length of the sweep), ``n`` is rounded up to one of a few
+        sizes, so that the sweep runs few distinct shapes.
+        """
         n = int((r1 - r0).max().clamp(min=1))
+        if least:  # one of _SIZES_PER_AXIS sizes: q, 2q, ..., >= the sweep's largest
+            q = -(-least // _SIZES_PER_AXIS)
+            n = min(-(-n // q) * q, size)
         if self.max_fraction is not None:
             cap = max(1, math.ceil(self.max_fraction * size))
             if n > cap:
@@ -571,24 +589,32 @@ class IncrementalOcclusion:
         start = torch.clamp(torch.minimum(r0, torch.full_like(r0, size - n)), min=0)
         return n, start, r0, r1
 
-    def _windows(self, boxes: torch.Tensor) -> dict[int | str, _Window]:
-        """Changed windows of the input (key ``"input"``) and of each spatial stage's output."""
+    def _windows(self, boxes: torch.Tensor, least: dict | None = None
+                 ) -> dict[int | str, _Window]:
+        """Changed windows of the input (key ``"input"``) and of each spatial stage's output.
+
+        ``least`` maps the same keys to the sweep's largest ``(rows, cols)`` (low-memory mode:
+        window sizes are rounded up to a few per layer, see :meth:`_window`).
+        """
+        least = least or {}
         c, h, w = self.layers[0].shape
         r0, r1 = boxes[:, 0].clamp(0, h), boxes[:, 1].clamp(0, h)
         c0, c1 = boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, w)
         empty_r, empty_c = r1 <= r0, c1 <= c0
         r0, r1 = torch.where(empty_r, 0, r0), torch.where(empty_r, 0, r1)
         c0, c1 = torch.where(empty_c, 0, c0), torch.where(empty_c, 0, c1)
-        nr, top, _, _ = self._window(r0, r1, h)
-        nc, left, _, _ = self._window(c0, c1, w)
+        at_least = least.get("input", (0, 0))
+        nr, top, _, _ = self._window(r0, r1, h, at_least[0])
+        nc, left, _, _ = self._window(c0, c1, w, at_least[1])
         windows: dict[int | str, _Window] = {"input": _Window(nr, top, r0, r1, nc, left, c0, c1)}
         for i, cache in self._spatial.items():
             gr, gc = self.stages[i].geometry
             ho, wo = cache.out_size
             o_r0, o_r1 = affected_range(r0, r1, gr, ho)
             o_c0, o_c1 = affected_range(c0, c1, gc, wo)
-            n_r, top, r0, r1 = self._window(o_r0, o_r1, ho)
-            n_c, left, c0, c1 = self._window(o_c0, o_c1, wo)
+            at_least = least.get(i, (0, 0))
+            n_r, top, r0, r1 = self._window(o_r0, o_r1, ho, at_least[0])
+            n_c, left, c0, c1 = self._window(o_c0, o_c1, wo, at_least[1])
             windows[i] = _Window(n_r, top, r0, r1, n_c, left, c0, c1)
         return windows
 
@@ -635,6 +661,15 @@ class IncrementalOcclusion:
                     n_out) -> torch.Tensor:
         m = stage.module
         if isinstance(m, nn.Conv2d):
+            weight_bytes = m.weight.numel() * m.weight.element_size()
+            if self.low_memory and m.groups == 1 and weight_bytes > self._split_bytes:
+                # In slices of output channels: each call converts only its slice of the
+                # weights (channels-last copy, oneDNN reorder), not all of them at once.
+                n = max(1, self._split_bytes * m.out_channels // weight_bytes)
+                biases = m.bias.split(n) if m.bias is not None else [None] * len(
+                    m.weight.split(n))
+                return torch.cat([F.conv2d(x, w, b, m.stride, 0, m.dilation)
+                                  for w, b in zip(m.weight.split(n), biases)], 1)
             return F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
         if isinstance(m, nn.MaxPool2d):
             return F.max_pool2d(x, m.kernel_size, m.stride, 0, m.dilation, ceil_mode=False)
@@ -691,7 +726,7 @@ class IncrementalOcclusion:
 
     def _prefix(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The last spatial layer's full output ``[P, C, H, W]`` (and a prefix capture)."""
-        windows = self._windows(boxes)
+        windows = self._windows(boxes, self._least)
         self._update_bands(windows)
         state = self._input_state(windows["input"])
         captured = None
