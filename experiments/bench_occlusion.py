@@ -295,8 +295,9 @@ def _plot(results: dict, path: Path) -> None:
         t = r["captum"]["seconds_full"]
         speed = [t / r[m]["seconds_full"] for m in methods]
         axes[0].bar(np.arange(len(methods)) + i * width, speed, width, label=name)
-    axes[0].set_xticks(np.arange(len(methods)) + width * (len(models) - 1) / 2, methods,
-                       rotation=20)
+    axes[0].set_xticks(np.arange(len(methods)) + width * (len(models) - 1) / 2,
+                       [m.replace("incremental_", "") for m in methods],
+                       rotation=45, ha="right")
     axes[0].set_yscale("log")
     axes[0].set_ylabel("speed-up vs captum (x)")
     axes[0].legend(fontsize=8)
