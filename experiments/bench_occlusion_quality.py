@@ -9,10 +9,11 @@ can only be judged on trained weights. Here, offline:
   side in one run: captum ``Occlusion`` on the model cut after that layer plus a spatial sum
   (timed on the non-overlapping windows and extrapolated, as in ``bench_occlusion.py``), the
   exact incremental engine, the projective-field threshold (``max_fraction``), adaptive
-  drill-down (``coarse``, ``refine``) and both combined.
+  drill-down (``coarse``, ``refine``), both combined, the spatial layers in bfloat16
+  (``compute_dtype``; fast where the CPU has AVX512-BF16 or AMX) and bfloat16 with drill-down.
 * **efficientnet-lite0** (a real ImageNet classifier; not a chain, so the engine runs it
-  naively): the map is the top class's probability; drill-down only (the threshold needs the
-  incremental engine).
+  naively): the map is the top class's probability; drill-down only (the threshold and
+  bfloat16 need the incremental engine).
 
 Quality is the SSIM against the exact map, on the grid of positions (25 x 25 for 224 px,
 32 px square, stride 8) and on the per-pixel map (each pixel: the mean over the windows that
@@ -38,9 +39,11 @@ from deconv.occlusion.grid import occluder_boxes, window_average
 from deconv.samples import sample_images
 
 ROOT = Path(__file__).resolve().parent.parent
-# name -> (max_fraction, coarse, refine); "exact" is the reference.
-SETTINGS = {"exact": (None, 1, 0.0), "threshold": (0.6, 1, 0.0),
-            "drilldown": (None, 2, 0.1), "threshold+drilldown": (0.6, 2, 0.1)}
+# name -> (max_fraction, coarse, refine, compute_dtype); "exact" is the reference.
+SETTINGS = {"exact": (None, 1, 0.0, None), "threshold": (0.6, 1, 0.0, None),
+            "drilldown": (None, 2, 0.1, None), "threshold+drilldown": (0.6, 2, 0.1, None),
+            "bf16": (None, 1, 0.0, torch.bfloat16),
+            "bf16+drilldown": (None, 2, 0.3, torch.bfloat16)}
 
 
 def _ssim(exact: np.ndarray, approx: np.ndarray) -> float:
@@ -90,19 +93,20 @@ def _model_report(name: str, images: list[str], args) -> dict:
     boxes, rows, cols = occluder_boxes(size, size, (args.patch, args.patch),
                                        (args.stride, args.stride))
     boxes = torch.as_tensor(boxes)
-    settings = SETTINGS if features else {k: v for k, v in SETTINGS.items() if v[0] is None}
+    settings = SETTINGS if features else {k: v for k, v in SETTINGS.items()
+                                          if v[0] is None and v[3] is None}
     report: dict = {"map": "strongest layer-5 feature map total (29)" if features else
                     "top-class probability", "images": {}}
     for image_name in images:
         image = loaded.preprocess(sample_images([image_name])[0].image, size=size)
         per: dict = {}
         exact = None
-        for key, (max_fraction, coarse, refine) in settings.items():
+        for key, (max_fraction, coarse, refine, dtype) in settings.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # efficientnet: the naive fall-back's notice
                 engine = IncrementalOcclusion(model, image, 0.0, capture="29" if features
                                               else None, batch_size=32,
-                                              max_fraction=max_fraction)
+                                              max_fraction=max_fraction, compute_dtype=dtype)
             if features:
                 channel = int(engine.reference.captured[0].argmax())
 
@@ -115,7 +119,8 @@ def _model_report(name: str, images: list[str], args) -> dict:
                     return torch.softmax(outputs.output, 1)[:, _t]
             grid, seconds, fraction = _run(engine, boxes, (rows, cols), score, coarse, refine)
             entry = {"seconds": seconds, "evaluated_fraction": fraction,
-                     "max_fraction": max_fraction, "coarse": coarse, "refine": refine}
+                     "max_fraction": max_fraction, "coarse": coarse, "refine": refine,
+                     "compute_dtype": str(dtype).replace("torch.", "") if dtype else None}
             pixels = window_average(torch.from_numpy(grid).reshape(-1), boxes, size,
                                     size).numpy()
             if exact is None:
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     results = {"settings": vars(args), "approximations": {k: dict(zip(
-        ("max_fraction", "coarse", "refine"), v)) for k, v in SETTINGS.items()}, "models": {}}
+        ("max_fraction", "coarse", "refine", "compute_dtype"), v[:3] + (str(v[3]),)))
+        for k, v in SETTINGS.items()}, "models": {}}
     for name in args.models:
         print(f"{name}:", flush=True)
         results["models"][name] = _model_report(name, args.images, args)

@@ -388,3 +388,29 @@ def test_band_update_keeps_what_it_can_and_source_rows_match_the_kernel():
             rows = [p - 1 for p in range(a, b) if 0 <= p - 1 < 10]
             want = (2 * min(rows), 2 * max(rows) + 5) if rows else (0, 0)
             assert source_rows(a, b, band, geometry) == want
+
+
+@pytest.mark.parametrize("pool", [7, 2])
+def test_compute_dtype_runs_the_spatial_layers_in_lower_precision(pool):
+    """float32 inside a float64 model: float32-close results, float64 out, model untouched."""
+    _seed(5)
+    model = _Head(pool).double().eval()
+    image = torch.randn(3, 30, 30, dtype=torch.float64)
+    boxes = _boxes(30, 30, sizes=(5,), stride=4)
+    before = _state(model)
+    engine = IncrementalOcclusion(model, image, 0.0, capture="features.4", batch_size=6,
+                                  compute_dtype=torch.float32)
+    got = engine.outputs(boxes)
+    want = naive_occlusion_outputs(model, image, 0.0, boxes, capture="features.4")
+    assert got.output.dtype == torch.float64 and got.captured.dtype == torch.float64
+    torch.testing.assert_close(got.output, want.output, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.captured, want.captured, rtol=1e-4, atol=1e-4)
+    assert (got.output - want.output).abs().max() > 0  # it did run in float32
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype
+               for k in before)
+    bf16 = IncrementalOcclusion(model.float(), image.float(), 0.0, batch_size=6,
+                                compute_dtype=torch.bfloat16).outputs(boxes).output
+    want32 = naive_occlusion_outputs(model, image.float(), 0.0, boxes).output
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, want32, rtol=0.05, atol=0.05)
