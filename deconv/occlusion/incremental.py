@@ -274,8 +274,8 @@ class IncrementalOcclusion:
     on the unoccluded image and keeps each spatial layer's (padded) input. With ``bands`` (the
     default) the large early layers (input at least half the image's height) keep only a band
     of rows around the current occluder row instead (see
-    :mod:`deconv.occlusion.incremental_cache`): the same numbers in less memory than one
-    forward pass, as long as positions come roughly top to bottom (the engine sorts them).
+    :mod:`deconv.occlusion.incremental_cache`): the same numbers in less memory, as long as
+    positions come roughly top to bottom (the engine sorts them).
 
     Args:
         model (nn.Module | LoadedModel): the network, in eval mode (it is not modified).

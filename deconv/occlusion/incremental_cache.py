@@ -6,8 +6,8 @@ of it can be run with padding 0. :class:`SpatialCache` holds that copy, channels
 flattened to ``[rows * padded_width, C]``, either whole (``banded=False``) or as a **row band**
 ``[lo, lo + rows)`` of it (``banded=True``).
 
-Row bands are how the engine keeps its memory below one forward pass: occluder positions are
-processed top to bottom, so each large early layer only ever needs the rows around the current
+Row bands keep the cache of the large early layers small: occluder positions are processed top
+to bottom, so each large early layer only ever needs the rows around the current
 occluder row (the rows its windows read, plus the rows the next banded layer needs to compute
 its own new rows). :func:`band_update` says which rows to keep and which to compute when the
 band moves down; rows are computed once each as long as requests move down monotonically
