@@ -297,7 +297,7 @@ class IncrementalOcclusion:
         compute_dtype (torch.dtype | None): approximate mode: run the spatial layers in this
             dtype (e.g. ``torch.bfloat16``: about 2x faster on CPUs with AVX512-BF16 or AMX)
             on private copies of their modules; the head and the results stay in the image's
-            dtype. None: the image's dtype (exact).
+            dtype. None: the image's dtype (exact). The naive fall-back ignores it.
 
     Raises:
         ValueError: bad image/fill shapes, unknown capture layer, bad ``max_fraction``.
@@ -501,8 +501,7 @@ class IncrementalOcclusion:
         need: dict[int, tuple[int, int]] = {}
         below = None
         for i in reversed(banded):
-            cache, (geometry, _) = self._spatial[i], self.stages[i].geometry
-            win = windows[i]
+            geometry, win = self.stages[i].geometry[0], windows[i]
             h_in = (win.n_r - 1) * geometry.stride + geometry.span
             lo = int(win.top.min()) * geometry.stride
             hi = int(win.top.max()) * geometry.stride + h_in
@@ -517,8 +516,8 @@ class IncrementalOcclusion:
         for i in banded:
             cache = self._spatial[i]
             keep_from, new_lo, new_hi = band_update(cache, *need[i])
-            kept = cache.padded[(keep_from - cache.lo) * cache.padded_width:]
             if new_hi > new_lo:
+                kept = cache.padded[(keep_from - cache.lo) * cache.padded_width:]
                 fresh = self._padded_rows(i, new_lo, new_hi)
                 cache.padded = torch.cat([kept, fresh]) if len(kept) else fresh
                 cache.lo = keep_from if len(kept) else new_lo
