@@ -79,12 +79,12 @@ def _setup(spec: dict):
     loaded = load_model(spec["model"], weights=None)
     model = loaded.model.eval()
     image = loaded.preprocess(sample_images([spec["image"]])[0].image, size=spec["size"])
-    spec["model_rss_mb"] = _memory_mb()[0]  # before any forward pass
-    spec["peak_reset"] = _reset_peak_memory()
+    model_rss = _memory_mb()[0]  # before any forward pass
+    reset = _reset_peak_memory()
     with torch.no_grad():
         base = torch.softmax(model(image[None]), 1)[0]
     target = int(base.argmax())
-    return torch, model, image, target, float(base[target])
+    return torch, model, image, target, float(base[target]), model_rss, reset
 
 
 def _boxes(size: int, patch: int, stride: int):
@@ -97,7 +97,7 @@ def _boxes(size: int, patch: int, stride: int):
 
 
 def _worker(spec: dict, out: str) -> None:
-    torch, model, image, target, p0 = _setup(spec)
+    torch, model, image, target, p0, model_rss, reset = _setup(spec)
     from deconv.occlusion.approximate import drill_down_map
     from deconv.occlusion.incremental import IncrementalOcclusion, naive_occlusion_outputs
 
@@ -109,7 +109,6 @@ def _worker(spec: dict, out: str) -> None:
     def prob(outputs):
         return torch.softmax(outputs.output, 1)[:, target]
 
-    model_rss, reset = spec["model_rss_mb"], spec["peak_reset"]
     start = time.perf_counter()
     with torch.no_grad():
         if method == "captum":

@@ -323,7 +323,6 @@ class IncrementalOcclusion:
         self.capture, self.reduce, self.batch_size = capture, reduce, batch_size
         self.max_fraction = max_fraction
         self.bands, self.low_memory = bands, low_memory
-        self._least = None
         self._split_bytes = 3 << 20
         if capture is not None:
             _capture_module(self.module, capture)
@@ -542,12 +541,12 @@ class IncrementalOcclusion:
         ordered = boxes if order is None else boxes[order]
         outs, caps, pending = [], [], []
         head_batch = self._head_batch()
-        self._least = None
+        least = None
         if self.low_memory:  # few distinct shapes: oneDNN caches a kernel per shape
-            self._least = {k: (w.n_r, w.n_c) for k, w in self._windows(boxes).items()}
+            least = {k: (w.n_r, w.n_c) for k, w in self._windows(boxes).items()}
         with torch.no_grad():
             for start in range(0, len(boxes), self.batch_size):
-                pending.append(self._prefix(ordered[start:start + self.batch_size]))
+                pending.append(self._prefix(ordered[start:start + self.batch_size], least))
                 last = start + self.batch_size >= len(boxes)
                 if last or sum(len(x) for x, _ in pending) >= head_batch:
                     # The head runs on several prefix batches at once: a fully connected
@@ -754,9 +753,10 @@ class IncrementalOcclusion:
         per_position = c * h * w * self.image.element_size()
         return max(self.batch_size, min(64, (8 << 20) // max(per_position, 1)))
 
-    def _prefix(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _prefix(self, boxes: torch.Tensor, least: dict | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The last spatial layer's full output ``[P, C, H, W]`` (and a prefix capture)."""
-        windows = self._windows(boxes, self._least)
+        windows = self._windows(boxes, least)
         self._update_bands(windows)
         state = self._input_state(windows["input"])
         captured = None
