@@ -15,6 +15,8 @@ import difflib
 import torch
 from torch import nn
 
+from deconv.model_state import registered_hooks
+
 __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
            "get_layer", "paper_layers_of", "capture_outputs"]
 
@@ -135,14 +137,9 @@ def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
             store[name] = (out.reshape(out.shape[0], -1) if flatten else out).clone()
         return hook
 
-    handles = []
-    try:
-        for name in dict.fromkeys(names):
-            handles.append(module.get_submodule(name).register_forward_hook(hook_for(name)))
+    with registered_hooks(module.get_submodule(name).register_forward_hook(hook_for(name))
+                          for name in dict.fromkeys(names)):
         output = module(images)
-    finally:
-        for handle in handles:
-            handle.remove()
     missing = [n for n in names if n not in store]
     if missing:
         raise RuntimeError(f"layers {missing} were not run by the model's forward")

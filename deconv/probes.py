@@ -12,6 +12,7 @@ standardized with the training features' mean and std.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deconv.layers import get_layer, resolve_layer
+from deconv.model_state import eval_mode, registered_hooks
 from deconv.training.loop import iterate_batches
 
 __all__ = ["LinearProbe", "layer_features", "fit_linear_probe", "probe_layers"]
@@ -90,12 +92,11 @@ def layer_features(model: nn.Module, data: Dataset | torch.Tensor, layers: Seque
             chunks[name].append(out.flatten(1).float().cpu())  # a copy: safe from inplace ops
         return hook
 
-    was_training = net.training
-    handles = []
-    try:
-        for name in dict.fromkeys(names):
-            handles.append(get_layer(model, name).register_forward_hook(hook_for(name)))
-        net.eval()
+    with ExitStack() as stack:
+        stack.enter_context(eval_mode(net))
+        stack.enter_context(registered_hooks(
+            get_layer(model, name).register_forward_hook(hook_for(name))
+            for name in dict.fromkeys(names)))
         if isinstance(data, torch.Tensor):
             batches = ((data[i:i + batch_size], None) for i in range(0, len(data), batch_size))
         else:
@@ -107,10 +108,6 @@ def layer_features(model: nn.Module, data: Dataset | torch.Tensor, layers: Seque
             net(x)
             if y is not None:
                 labels.append(torch.as_tensor(y))
-    finally:
-        for handle in handles:
-            handle.remove()
-        net.train(was_training)
     features = {n: torch.cat(chunks[n]) for n in names}
     return features, (torch.cat(labels) if labels else None)
 

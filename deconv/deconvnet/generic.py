@@ -15,32 +15,21 @@ single backward pass gives all the projections of the chunk. The forward stops a
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
 
+from deconv._deprecation import deprecated_names
 from deconv.deconvnet.base import ProjectionEngine, ProjectionRun, Seeds, _check_images
 from deconv.deconvnet.relu_rules import RULES, RectifierRules, check_model
+from deconv.model_state import StopForward, eval_mode
 
-__all__ = ["GenericDeconvnet", "RULES", "model_in_eval_mode"]
+__all__ = ["GenericDeconvnet", "RULES"]
 
-
-class _Stop(BaseException):
-    """Raised by the capture hook to end the forward pass at the layer (not an ``Exception``,
-    so model code that catches ``Exception`` cannot swallow it)."""
-
-
-@contextmanager
-def model_in_eval_mode(model: nn.Module):
-    """Put every submodule in eval mode, and restore each one's own flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
+__getattr__ = deprecated_names(__name__, {
+    "model_in_eval_mode": ("use deconv.model_state.eval_mode", "deconv.model_state:eval_mode"),
+})
 
 
 @contextmanager
@@ -53,12 +42,12 @@ def _capture(module: nn.Module, stop: bool = True):
         if box["calls"] == 1:
             box["output"] = output
         if stop:
-            raise _Stop
+            raise StopForward
 
     handle = module.register_forward_hook(hook)
     try:
         yield box
-    except _Stop:
+    except StopForward:
         pass
     finally:
         handle.remove()
@@ -132,19 +121,17 @@ class _GenericRun(ProjectionRun):
         self.images = images
         self.layer = layer
         self.target = self.model if layer is None else self.model.get_submodule(layer)
-        self._eval = model_in_eval_mode(self.model)
+        self._state = ExitStack()
 
     def __enter__(self) -> _GenericRun:
-        self._eval.__enter__()
-        try:
+        with ExitStack() as stack:
+            stack.enter_context(eval_mode(self.model))
             self.layer_shape = self._probe()
-        except BaseException:
-            self._eval.__exit__(None, None, None)
-            raise
+            self._state = stack.pop_all()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._eval.__exit__(*exc)
+        self._state.close()
         return None
 
     def _probe(self) -> torch.Size:

@@ -8,9 +8,10 @@ image's size, with a documented reduction over colour channels (``method_info(na
 see :data:`REDUCTIONS`); :func:`scale_for_display` puts any of them on one display scale.
 """
 
+from deconv._deprecation import deprecated_names
 from deconv.methods.display import scale_for_display
 from deconv.methods.gradcam_layer import last_conv_layer
-from deconv.methods.model_state import inference_state
+from deconv.methods.model_state import _inference_state
 from deconv.methods.registry import (
     REDUCTIONS,
     MethodInfo,
@@ -21,6 +22,11 @@ from deconv.methods.registry import (
     register_method,
 )
 
-__all__ = ["REDUCTIONS", "MethodInfo", "attribute", "inference_state", "last_conv_layer",
+__all__ = ["REDUCTIONS", "MethodInfo", "attribute", "last_conv_layer",
            "list_methods", "method_info", "reduce_channels", "scale_for_display",
            "register_method"]
+
+__getattr__ = deprecated_names(__name__, {
+    "inference_state": ("use deconv.model_state.eval_mode(model, inplace=False)",
+                        _inference_state),
+})

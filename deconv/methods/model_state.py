@@ -1,42 +1,21 @@
-"""Temporary model state for attribution: eval mode and no in-place activations, then restored.
-
-Why: batch-norm in train mode would update its running statistics (changing the model) and
-make the scores depend on the batch; torchvision's ``ReLU(inplace=True)`` overwrites the
-tensor a backward hook has seen, which breaks captum's Deconvolution/GuidedBackprop hooks.
-"""
+"""Deprecated: the temporary model state lives in :mod:`deconv.model_state` (``eval_mode``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 
-from torch import nn
+from deconv._deprecation import deprecated_names
 
-__all__ = ["inference_state"]
+__all__: list[str] = []
 
 
-@contextmanager
-def inference_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode with every ``inplace`` flag off; restore both on exit.
+def _inference_state():
+    from deconv.model_state import eval_mode
 
-    Args:
-        model (nn.Module): the network; its modules' ``training`` and ``inplace`` attributes
-            are changed inside the block and put back exactly as they were afterwards, even if
-            the block raises.
+    return partial(eval_mode, inplace=False)
 
-    Yields:
-        nn.Module: the same model.
-    """
-    modules = list(model.modules())
-    training = [m.training for m in modules]
-    inplace = [(m, m.inplace) for m in modules if isinstance(getattr(m, "inplace", None), bool)]
-    try:
-        model.eval()
-        for m, _ in inplace:
-            m.inplace = False
-        yield model
-    finally:
-        for m, flag in zip(modules, training):
-            m.training = flag
-        for m, flag in inplace:
-            m.inplace = flag
+
+__getattr__ = deprecated_names(__name__, {
+    "inference_state": ("use deconv.model_state.eval_mode(model, inplace=False)",
+                        _inference_state),
+})

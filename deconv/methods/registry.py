@@ -14,7 +14,7 @@ A method is a function ``f(model, images, target, **options) -> attributions`` r
 documented rule (see :data:`REDUCTIONS`), so every method can be scored by the same metrics.
 
 While a method runs the model is put in eval mode and every ``inplace`` flag is switched off;
-both are restored afterwards, even when the method raises (see :mod:`deconv.methods.model_state`).
+both are restored afterwards, even when the method raises (see :mod:`deconv.model_state`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from deconv.methods.model_state import inference_state
+from deconv.layers import module_of
+from deconv.model_state import eval_mode
 
 __all__ = ["MethodInfo", "REDUCTIONS", "register_method", "list_methods", "method_info",
-           "attribute", "reduce_channels", "as_target", "module_of"]
+           "attribute", "reduce_channels", "as_target"]
 
 #: Channel reductions: name -> what it computes on attributions ``[N, C, H, W]``.
 REDUCTIONS = {
@@ -121,17 +121,6 @@ def method_info(name: str) -> MethodInfo:
     return _METHODS[name]
 
 
-def module_of(model) -> nn.Module:
-    """The ``nn.Module`` of a module or of a :class:`~deconv.zoo.LoadedModel`."""
-    if isinstance(model, nn.Module):
-        return model
-    inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module):
-        return inner
-    raise TypeError(f"expected a torch.nn.Module or a deconv LoadedModel, "
-                    f"got {type(model).__name__}")
-
-
 def as_target(target: int | Sequence[int] | torch.Tensor, n: int) -> torch.Tensor:
     """Turn an int, a sequence or a tensor of class ids into a long tensor ``[n]``.
 
@@ -208,7 +197,7 @@ def attribute(method: str, model, images: torch.Tensor,
     if images.dim() != 4:
         raise ValueError(f"images must be [N, 3, H, W], got shape {tuple(images.shape)}")
     target = as_target(target, images.shape[0]).to(images.device)
-    with inference_state(module):
+    with eval_mode(module, inplace=False):
         raw = info.function(module, images.detach().clone(), target, **options)
     raw = raw.detach()
     if raw.dim() == 3:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deconv.methods.model_state import inference_state
+from deconv.model_state import eval_mode
 
 __all__ = ["CausalCurve", "causal_curve", "deletion", "insertion", "zeros_substrate",
            "blur_substrate", "area_under_curve", "saliency_order"]
@@ -149,7 +149,7 @@ def causal_curve(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], imag
     scores = []
     if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
         model = model.model  # a LoadedModel
-    state = inference_state(model) if isinstance(model, nn.Module) else nullcontext()
+    state = eval_mode(model, inplace=False) if isinstance(model, nn.Module) else nullcontext()
     with torch.no_grad(), state:
         for first in range(0, n_steps + 1, batch_size):
             steps = torch.arange(first, min(first + batch_size, n_steps + 1), device=image.device)

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deconv.methods.registry import attribute, module_of
+from deconv.layers import module_of
+from deconv.methods.registry import attribute
 
 __all__ = ["SanityCheck", "cascading_randomization", "input_dependence", "randomize_parameters",
            "spearman", "ssim", "map_similarity", "parameter_layers_top_down"]

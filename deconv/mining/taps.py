@@ -8,17 +8,15 @@ later inplace op can change it, and nothing of its size outlives the hook.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 import torch
 from torch import nn
 
 from deconv.layers import ReusedModuleError, module_of, resolve_layer
+from deconv.model_state import StopForward, eval_mode, registered_hooks
 
 __all__ = ["LayerTaps", "ReusedModuleError"]
-
-
-class _StopForward(Exception):
-    """Raised by the last tap to skip the rest of the network (nothing after it is needed)."""
 
 
 class LayerTaps:
@@ -53,30 +51,22 @@ class LayerTaps:
         self.reducer = reducer
         self.stop_early = stop_early
         self._handles: list = []
-        self._training: dict[nn.Module, bool] = {}
+        self._state = ExitStack()
         self._fired: set[str] = set()
         self._reduced = 0
         self._checked = False
 
     def __enter__(self) -> LayerTaps:
-        self._training = {m: m.training for m in self.module.modules()}
-        try:
-            self.module.eval()
-            for name in self.names:
-                handle = self.module.get_submodule(name).register_forward_hook(self._hook(name))
-                self._handles.append(handle)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        with ExitStack() as stack:
+            stack.enter_context(eval_mode(self.module))
+            self._handles = stack.enter_context(registered_hooks(
+                self.module.get_submodule(name).register_forward_hook(self._hook(name))
+                for name in self.names))
+            self._state = stack.pop_all()
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for module, training in self._training.items():
-            module.training = training
-        self._training.clear()
+        self._state.close()
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs, output) -> None:
@@ -92,7 +82,7 @@ class LayerTaps:
             self.reducer(name, output)
             self._reduced += 1
             if self.stop_early and self._checked and self._reduced == len(self.names):
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -108,7 +98,7 @@ class LayerTaps:
         self._fired, self._reduced = set(), 0
         try:
             self.module(images)
-        except _StopForward:
+        except StopForward:
             pass
         except ReusedModuleError:
             raise

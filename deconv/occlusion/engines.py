@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from deconv.model_state import StopForward
+
 __all__ = ["OccludedBatch", "evaluate_occluded", "register_occlusion_engine",
            "occlusion_methods", "occlude_batch", "capture_layer_output"]
 
@@ -91,10 +93,6 @@ def occlude_batch(image: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor) 
     return batch
 
 
-class _StopForward(Exception):
-    """Raised inside a hook to skip the rest of the network once the layer is captured."""
-
-
 def _totals(output: torch.Tensor) -> torch.Tensor:
     """Sum every feature map of a layer output over its spatial dimensions -> ``[B, C]``."""
     if not isinstance(output, torch.Tensor) or output.ndim < 2:
@@ -114,13 +112,13 @@ def _run_with_layer(module: nn.Module, batch: torch.Tensor, layer: str | None,
         def hook(_module, _inputs, output):
             captured.append(reduce(output))  # reduce now: an inplace op may change it later
             if not need_output:
-                raise _StopForward
+                raise StopForward
 
         handle = module.get_submodule(layer).register_forward_hook(hook)
     try:
         try:
             output = module(batch)
-        except _StopForward:
+        except StopForward:
             output = None
     finally:
         if handle is not None:

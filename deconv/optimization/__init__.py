@@ -34,6 +34,7 @@ Usage::
     positive, negative = result.images      # pixels in [0, 1]
 """
 
+from deconv._deprecation import deprecated_names
 from deconv.optimization.objectives import (
     ActivationCapture,
     Objective,
@@ -70,7 +71,7 @@ from deconv.optimization.transforms import (
 )
 from deconv.optimization.visualize import (
     FeatureVisualization,
-    preserved_model_state,
+    _preserved_model_state,
     visualize_feature,
 )
 
@@ -79,6 +80,11 @@ __all__ = [
     "FourierImage", "ImageParam", "Jitter", "Objective", "Pad", "PixelImage", "RandomRotate",
     "RandomScale", "ReusedModuleError", "Tap", "channel", "class_logit", "colour_correlation_sqrt",
     "diversity", "evaluate", "from_rgb", "is_activation_layer", "layer_activation", "make_image",
-    "neuron", "optima_objectives", "per_image", "preserved_model_state", "redirected_relu",
+    "neuron", "optima_objectives", "per_image", "redirected_relu",
     "standard_transforms", "to_rgb", "visualize_feature",
 ]
+
+__getattr__ = deprecated_names(__name__, {
+    "preserved_model_state": ("use deconv.model_state.eval_mode(model, requires_grad=False)",
+                              _preserved_model_state),
+})

@@ -17,12 +17,14 @@ cannot change it, and are always removed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from deconv.layers import ReusedModuleError, module_of, resolve_layer
+from deconv.model_state import StopForward, eval_mode, registered_hooks
 
 __all__ = ["Objective", "Tap", "ActivationCapture", "ReusedModuleError", "neuron", "channel",
            "layer_activation", "class_logit", "diversity", "per_image", "evaluate",
@@ -307,10 +309,6 @@ def per_image(objectives: Sequence[Objective]) -> Objective:
     return Objective(taps, fn, "[" + "; ".join(o.name for o in objectives) + "]")
 
 
-class _StopForward(Exception):
-    """Raised by the last tap: nothing after it is needed."""
-
-
 class ActivationCapture:
     """Context manager that records the tensors of ``taps`` during a forward pass.
 
@@ -334,25 +332,23 @@ class ActivationCapture:
         self.stop_early = all(tap.layer is not None for tap in self.taps)
         self.tensors: dict[Tap, torch.Tensor] = {}
         self._handles: list = []
+        self._state = ExitStack()
 
     def __enter__(self) -> ActivationCapture:
-        try:
-            for tap in self.module_taps:
-                sub = self.module.get_submodule(self.names[tap])
-                if tap.where == "output":
-                    handle = sub.register_forward_hook(self._output_hook(tap))
-                else:
-                    handle = sub.register_forward_pre_hook(self._input_hook(tap))
-                self._handles.append(handle)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        with ExitStack() as stack:
+            self._handles = stack.enter_context(
+                registered_hooks(self._register(tap) for tap in self.module_taps))
+            self._state = stack.pop_all()
         return self
 
+    def _register(self, tap: Tap):
+        sub = self.module.get_submodule(self.names[tap])
+        if tap.where == "output":
+            return sub.register_forward_hook(self._output_hook(tap))
+        return sub.register_forward_pre_hook(self._input_hook(tap))
+
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._state.close()
 
     def _store(self, tap: Tap, module: nn.Module, tensor) -> None:
         if tap in self.tensors:
@@ -364,7 +360,7 @@ class ActivationCapture:
                             f"{type(tensor).__name__}, not a tensor; choose another module")
         self.tensors[tap] = tensor.clone()
         if self.stop_early and len(self.tensors) == len(self.module_taps):
-            raise _StopForward
+            raise StopForward
 
     def _output_hook(self, tap: Tap):
         def hook(module, inputs, output):
@@ -398,7 +394,7 @@ class ActivationCapture:
             for tap in self.taps:
                 if tap.layer is None:
                     self.tensors[tap] = output
-        except _StopForward:
+        except StopForward:
             pass
         except ReusedModuleError:
             raise
@@ -420,12 +416,6 @@ def evaluate(model, objective: Objective, images: torch.Tensor) -> torch.Tensor:
     The model is put in eval mode for the call and its ``training`` flags restored after.
     """
     _check_objective(objective)
-    module = module_of(model)
-    training = {m: m.training for m in module.modules()}
-    try:
-        module.eval()
-        with torch.no_grad(), ActivationCapture(model, objective.taps) as capture:
-            return objective(capture.run(images)).detach()
-    finally:
-        for m, flag in training.items():
-            m.training = flag
+    with eval_mode(module_of(model)), torch.no_grad(), \
+            ActivationCapture(model, objective.taps) as capture:
+        return objective(capture.run(images)).detach()

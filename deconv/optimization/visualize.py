@@ -8,19 +8,32 @@ model up to the deepest tapped layer, and take an Adam step that increases the o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from deconv._deprecation import deprecated_names
 from deconv.layers import module_of
+from deconv.model_state import eval_mode
 from deconv.optimization.objectives import ActivationCapture, Objective, evaluate, per_image
 from deconv.optimization.parametrizations import make_image
 from deconv.optimization.transforms import Compose, standard_transforms
 
-__all__ = ["FeatureVisualization", "visualize_feature", "preserved_model_state"]
+__all__ = ["FeatureVisualization", "visualize_feature"]
+
+
+def _preserved_model_state():
+    from functools import partial
+
+    return partial(eval_mode, requires_grad=False)
+
+
+__getattr__ = deprecated_names(__name__, {
+    "preserved_model_state": ("use deconv.model_state.eval_mode(model, requires_grad=False)",
+                              _preserved_model_state),
+})
 
 
 @dataclass
@@ -43,35 +56,6 @@ class FeatureVisualization:
     history: list[float]
     seconds: float
     settings: dict = field(default_factory=dict)
-
-
-@contextmanager
-def preserved_model_state(module: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients inside the block; both restored on exit.
-
-    Eval mode keeps batch-norm statistics (and dropout) fixed; turning ``requires_grad`` off
-    for the parameters means backward computes the image gradient only (about half the work).
-    Every module's ``training`` flag and every parameter's ``requires_grad`` are put back
-    exactly as they were, also after an exception.
-
-    Args:
-        module (nn.Module): the network.
-
-    Yields:
-        nn.Module: the same network.
-    """
-    training = {m: m.training for m in module.modules()}
-    requires_grad = {p: p.requires_grad for p in module.parameters()}
-    try:
-        module.eval()
-        for p in requires_grad:
-            p.requires_grad_(False)
-        yield module
-    finally:
-        for m, flag in training.items():
-            m.training = flag
-        for p, flag in requires_grad.items():
-            p.requires_grad_(flag)
 
 
 def _normalizer(model, normalize: Callable | None) -> Callable:
@@ -152,7 +136,7 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
     sign = -1.0 if negative else 1.0
     history: list[float] = []
     start = time.perf_counter()
-    with preserved_model_state(module), torch.enable_grad(), \
+    with eval_mode(module, requires_grad=False), torch.enable_grad(), \
             ActivationCapture(model, objective.taps) as capture:
         with torch.no_grad():
             capture.run(norm(image()), full=True)  # finds reused modules once

@@ -8,14 +8,13 @@ mode for the duration and left as it was, train/eval flags included.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from deconv.layers import UnknownLayerError, module_of, resolve_layer
+from deconv.model_state import eval_mode
 from deconv.receptive_field.field import (
     ReceptiveField,
     ReceptiveFieldError,
@@ -61,7 +60,7 @@ def receptive_field(model, layer: str | int, input_size: int | tuple[int, int] =
     name = resolve_layer(model, layer)
     size = _pair(input_size)
     ctx = _Context(image=size, local=local)
-    with _eval_mode(module):
+    with eval_mode(module):
         try:
             try:
                 graph = _trace(module, leaf=name)
@@ -104,16 +103,4 @@ def _with_fake_or_real(run: Callable[[], tuple[_Field, Any]]) -> tuple[_Field, A
     except Exception:  # an op without a fake-tensor kernel: compute for real, once
         with torch.no_grad():
             return run()
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration (batch-norm statistics must not move), then restored."""
-    modes = [(m, m.training) for m in module.modules()]
-    try:
-        module.eval()
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
