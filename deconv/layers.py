@@ -4,13 +4,18 @@ A layer is named exactly as ``model.named_modules()`` names it (``"features.11"`
 tensor it refers to is **that module's output**. So ``"features.11"`` on torchvision's VGG16 is
 the output of a ``ReLU`` (the rectified feature maps ``a``), while ``"features.10"`` is the
 output of the ``Conv2d`` before it (the pre-activation ``z``). A paper layer number (an ``int``
-1..N) is accepted for models from the zoo, whose ``paper_layers`` attribute maps each number to
-a module name (see :func:`deconv.load_model`).
+1..N) is accepted for models from the zoo: the :class:`~deconv.zoo.LoadedModel`'s ``layers``
+maps each number to a module name, and :func:`deconv.load_model` also records that map for the
+bare module in a registry keyed (weakly) by the module, so ``loaded.model`` understands the
+numbers too without any attribute being added to it. Your own model can join with
+:func:`register_paper_layers`.
 """
 
 from __future__ import annotations
 
 import difflib
+import weakref
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -18,7 +23,10 @@ from torch import nn
 from deconv.model_state import registered_hooks
 
 __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
-           "get_layer", "paper_layers_of", "capture_outputs"]
+           "get_layer", "paper_layers_of", "register_paper_layers", "capture_outputs"]
+
+# module -> {paper layer number: module name}; weak, so a registered module can still be freed.
+_PAPER_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[int, str]] = weakref.WeakKeyDictionary()
 
 
 class UnknownLayerError(ValueError):
@@ -42,16 +50,39 @@ def module_of(model) -> nn.Module:
     return model
 
 
+def register_paper_layers(module: nn.Module, layers: Mapping[int, str]) -> None:
+    """Let ``module`` be addressed by paper layer numbers (``layer=5``) everywhere.
+
+    The map is kept outside the module (nothing is set on it) and forgotten when the module is
+    freed; a copy of the module (``copy.deepcopy``) is a new module and is not registered.
+
+    Args:
+        module (nn.Module): the network.
+        layers (Mapping[int, str]): paper layer number -> ``named_modules()`` name.
+
+    Raises:
+        UnknownLayerError: a name that is not a module of ``module``.
+    """
+    names = set(layer_names(module))
+    unknown = {n: name for n, name in layers.items() if name not in names}
+    if unknown:
+        raise UnknownLayerError(f"paper layers {unknown} name no module of this model; valid "
+                                f"names: {_short_list(sorted(names))}")
+    _PAPER_LAYERS[module_of(module)] = {int(n): name for n, name in layers.items()}
+
+
 def paper_layers_of(model) -> dict[int, str]:
     """Return the paper-layer map ``{1: "features.1", ...}`` of a model (empty if it has none).
 
     Args:
-        model (nn.Module | LoadedModel): the model.
+        model (nn.Module | LoadedModel): the model: a LoadedModel's ``layers``, or the map
+            registered for the module (:func:`register_paper_layers`, done by
+            :func:`deconv.load_model`).
     """
     layers = getattr(model, "layers", None)
     if isinstance(layers, dict) and not isinstance(model, nn.Module):
         return dict(layers)
-    return dict(getattr(module_of(model), "paper_layers", None) or {})
+    return dict(_PAPER_LAYERS.get(module_of(model), {}))
 
 
 def layer_names(model) -> list[str]:
@@ -69,7 +100,8 @@ def resolve_layer(model, layer: str | int) -> str:
     Args:
         model (nn.Module | LoadedModel): the model.
         layer (str | int): a module name such as ``"features.11"``, or a paper layer number
-            (``int`` or a digit string) for models that define ``paper_layers``.
+            (``int`` or a digit string) for models that have paper layers
+            (:func:`paper_layers_of`).
 
     Returns:
         str: the module name.

@@ -82,3 +82,19 @@ def test_capture_outputs_copies_outputs_and_leaves_no_hooks():
         deconv.layers.capture_outputs(reused, x, ["1"])
     for m in list(model.modules()) + list(reused.modules()):
         assert not m._forward_hooks
+
+
+def test_register_paper_layers_checks_names_and_is_weak():
+    import gc
+
+    from deconv.layers import _PAPER_LAYERS, register_paper_layers
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    with pytest.raises(UnknownLayerError, match="name no module"):
+        register_paper_layers(net, {1: "2"})
+    register_paper_layers(net, {1: "1"})
+    assert resolve_layer(net, 1) == "1" and not hasattr(net, "paper_layers")
+    count = len(_PAPER_LAYERS)
+    del net
+    gc.collect()
+    assert len(_PAPER_LAYERS) == count - 1

@@ -9,6 +9,7 @@ from scipy.special import logsumexp
 from torch.utils.data import TensorDataset
 
 import deconv
+from deconv.layers import register_paper_layers
 from deconv.probes import fit_linear_probe, layer_features, probe_layers
 from deconv.zoo import ZFNet, ZFNetConfig
 
@@ -86,7 +87,7 @@ def test_layer_features_equal_a_direct_forward_and_leave_no_hooks():
 
 def test_probe_layers_on_labelled_data():
     model = ZFNet(TINY)
-    model.paper_layers = dict(ZFNet.paper_layer_modules)  # what load_model sets
+    register_paper_layers(model, ZFNet.paper_layer_modules)  # what load_model does
     g = torch.Generator().manual_seed(0)
     y = torch.arange(60) % 3
     x = torch.randn(60, 3, 32, 32, generator=g) * 0.5

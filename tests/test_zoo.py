@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import deconv
+from deconv.layers import paper_layers_of
 from deconv.zoo import WeightsUnavailableError, ZFNet, ZFNetConfig, model_info
 from deconv.zoo import torchvision_models as tvm
 
@@ -35,8 +36,16 @@ def test_zfnet_loaded_is_eval_seeded_and_named():
     assert not a.model.training
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
-    assert a.layers[5] == "features.13" and a.model.paper_layers == a.layers
+    assert a.layers[5] == "features.13" and paper_layers_of(a.model) == a.layers
     assert "random init" in a.source and len(a.categories) == 1000
+
+
+def test_load_model_sets_no_attribute_on_the_module():
+    loaded = deconv.load_model("zfnet")
+    assert "paper_layers" not in vars(loaded.model)
+    assert deconv.resolve_layer(loaded.model, 5) == deconv.resolve_layer(loaded, 5) == "features.13"
+    with pytest.raises(deconv.UnknownLayerError, match="no paper layer numbers"):
+        deconv.resolve_layer(ZFNet(), 5)  # another module: the map is per module
 
 
 def test_zfnet_checkpoint_round_trip(tmp_path):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deconv.layers import module_of
+from deconv.layers import module_of, paper_layers_of, register_paper_layers
 from deconv.methods.registry import attribute
 
 __all__ = ["SanityCheck", "cascading_randomization", "input_dependence", "randomize_parameters",
@@ -196,6 +196,7 @@ def cascading_randomization(model, images: torch.Tensor, target,
         SanityCheck: similarities per method, step and image.
     """
     module = copy.deepcopy(module_of(model))
+    register_paper_layers(module, paper_layers_of(model))  # the copy keeps the layer numbers
     options = dict(options or {})
     if isinstance(methods, Mapping):
         explainers = dict(methods)

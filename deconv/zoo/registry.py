@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deconv.layers import register_paper_layers
+
 __all__ = ["LoadedModel", "ModelInfo", "WeightsUnavailableError", "register_model",
            "list_models", "load_model", "model_info", "packaged_file"]
 
@@ -173,7 +175,7 @@ def load_model(name: str, device: str | torch.device = "cpu", weights: str | Non
     info = model_info(name)
     loaded = info.builder(weights=weights, **kwargs)
     loaded.model.eval().to(device)
-    loaded.model.paper_layers = dict(loaded.layers)
+    register_paper_layers(loaded.model, loaded.layers)
     return loaded
 
 
