@@ -12,16 +12,20 @@ import json
 import time
 from pathlib import Path
 
+from deconv.methods import list_methods
+from deconv.zoo import list_models
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``compare`` subcommand."""
     p = sub.add_parser("compare", help="attribution maps of every method side by side",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="efficientnet-lite0", help="zoo classifier")
+    p.add_argument("--model", default="efficientnet-lite0", choices=list_models(),
+                   help="zoo classifier")
     p.add_argument("--image", action="append", default=None,
                    help="image file, or sample:NAME (repeat for several; default: the samples)")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="registry names (default: all; see --list)")
+    p.add_argument("--methods", nargs="+", default=None, choices=list_methods(),
+                   metavar="METHOD", help="registry names (default: all; see --list)")
     p.add_argument("--target", default=None,
                    help="class index or name for every image (default: each image's top-1)")
     p.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients steps")
@@ -35,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list() -> int:
-    from deconv.methods import list_methods, method_info
+    from deconv.methods import method_info
 
     for name in list_methods():
         info = method_info(name)
@@ -78,14 +82,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import deconv
-    from deconv.methods import attribute, list_methods
+    from deconv.methods import attribute
     from deconv.methods.figure import method_grid, save_figure
     from deconv.metrics import deletion, insertion
 
     methods = args.methods or list_methods()
-    unknown = [m for m in methods if m not in list_methods()]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list_methods()}")
     loaded = deconv.load_model(args.model)
     if loaded.categories is None:
         raise ValueError(f"model {args.model!r} has no classifier head; choose a classifier")

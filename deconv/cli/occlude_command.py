@@ -10,19 +10,22 @@ import argparse
 import json
 from pathlib import Path
 
+from deconv.zoo import list_models
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``occlude`` subcommand."""
     p = sub.add_parser("occlude", help="occlusion sensitivity maps of one image (Fig. 7)",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="zoo model giving the class probabilities")
+    p.add_argument("--model", required=True, choices=list_models(),
+                   help="zoo model giving the class probabilities")
     p.add_argument("--image", required=True,
                    help="image file, or sample:NAME for an offline sample photo")
     p.add_argument("--layer", default=None,
                    help="feature layer (module name or paper number); none: probabilities only")
     p.add_argument("--channel", default="strongest",
                    help="feature map index, or 'strongest' (default)")
-    p.add_argument("--feature-model", default=None,
+    p.add_argument("--feature-model", default=None, choices=list_models(),
                    help="take the feature map from this zoo model instead of --model")
     p.add_argument("--patch", type=int, required=True, help="occluder side in input pixels")
     p.add_argument("--stride", type=int, required=True, help="step between positions")

@@ -9,6 +9,10 @@ see :data:`REDUCTIONS`); :func:`scale_for_display` puts any of them on one displ
 """
 
 from deconv._deprecation import deprecated_names
+
+# The built-in methods register themselves with @register_method on import (the zoo's and
+# timm's convention): importing the package lists them, nothing is loaded lazily.
+from deconv.methods import captum_methods, ours  # noqa: F401  (registration)
 from deconv.methods.display import scale_for_display
 from deconv.methods.gradcam_layer import last_conv_layer
 from deconv.methods.model_state import _inference_state

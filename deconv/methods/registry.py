@@ -94,18 +94,12 @@ def register_method(name: str, *, family: str, reduction: str, signed: bool = Fa
     return wrap
 
 
-def _load_builtin_methods() -> None:
-    # Registration happens on import of these modules (side effect, like the model zoo).
-    from deconv.methods import captum_methods, ours  # noqa: F401
-
-
 def list_methods(family: str | None = None) -> list[str]:
-    """Names of every registered method (ours first, then captum's), optionally of one family.
+    """Names of every registered method (captum's, then ours: registration order), or one family's.
 
     Args:
         family (str | None): ``"ours"``, ``"captum"`` or None for all.
     """
-    _load_builtin_methods()
     return [n for n, info in _METHODS.items() if family is None or info.family == family]
 
 
@@ -115,7 +109,6 @@ def method_info(name: str) -> MethodInfo:
     Raises:
         KeyError: unknown name; the message lists the valid ones.
     """
-    _load_builtin_methods()
     if name not in _METHODS:
         raise KeyError(f"unknown method {name!r}; choose one of {list_methods()}")
     return _METHODS[name]
