@@ -4,99 +4,140 @@ Vocabulary used throughout: a *feature map* (or activation map) is one channel o
 rectified output; a *filter* is the weights that produce it; a layer is named by its
 ``named_modules()`` name and refers to that module's output tensor (see :mod:`deconv.layers`).
 
-The public API is re-exported here; each area also has its own subpackage with more parts:
-:mod:`deconv.zoo` (models), :mod:`deconv.deconvnet` (projections), :mod:`deconv.mining`
-(top-k over a dataset), :mod:`deconv.occlusion`, :mod:`deconv.optimization` (feature
-visualization), :mod:`deconv.receptive_field`, :mod:`deconv.activations`,
-:mod:`deconv.correspondence`, :mod:`deconv.invariance`, :mod:`deconv.samples`.
+The public API is the short list below (one entry point per task, as captum's
+``captum.attr``); everything else lives in the module that implements it and is imported from
+there: :mod:`deconv.zoo` (models), :mod:`deconv.deconvnet` (projections and display helpers),
+:mod:`deconv.mining` (top-k over a dataset), :mod:`deconv.occlusion`, :mod:`deconv.optimization`
+(feature visualization), :mod:`deconv.receptive_field`, :mod:`deconv.activations`,
+:mod:`deconv.methods` and :mod:`deconv.metrics` (attribution methods and their scores),
+:mod:`deconv.training`, :mod:`deconv.probes`, :mod:`deconv.datasets`, :mod:`deconv.distributed`,
+:mod:`deconv.correspondence`, :mod:`deconv.invariance`, :mod:`deconv.samples`,
+:mod:`deconv.model_state`. Names that used to be exported here and are not any more still work
+for one release, with a ``DeprecationWarning`` that says where they live now.
 """
 
-from deconv.activations import (
-    dead_feature_maps,
-    dead_filters,
-    feature_maps,
-    filter_grid,
-    map_grid,
-    sparsity,
-)
-from deconv.correspondence import correspondence_delta, face_images, sign_hamming
-from deconv.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
-from deconv.deconvnet import (
-    Deconvnet,
-    GenericDeconvnet,
-    TopUnits,
-    UnsupportedModuleError,
-    crop_to_receptive_field,
-    normalize_for_display,
-)
-from deconv.distributed import distributed_session, shard_range
-from deconv.invariance import InvarianceCurves, invariance_curves, transform_image
+import importlib as _importlib
+
+from deconv._deprecation import warn_deprecated as _warn_deprecated
+from deconv.activations import dead_feature_maps, feature_maps
+from deconv.correspondence import correspondence_delta
+from deconv.deconvnet import Deconvnet, GenericDeconvnet, TopUnits, UnsupportedModuleError
+from deconv.invariance import invariance_curves
 from deconv.layers import UnknownLayerError, get_layer, layer_names, resolve_layer
-from deconv.methods import attribute, list_methods, method_info, register_method, scale_for_display
-from deconv.metrics import (
-    box_to_input,
-    cascading_randomization,
-    deletion,
-    input_dependence,
-    insertion,
-    load_object_boxes,
-    pointing_game,
-)
-from deconv.mining import SampleCrops, TopKEntry, TopKResult, merge_top_k, mine_top_k
+from deconv.methods import attribute, list_methods, register_method
+from deconv.mining import SampleCrops, TopKResult, merge_top_k, mine_top_k
 from deconv.mining.distributed import dead_feature_maps_distributed, mine_top_k_distributed
-from deconv.occlusion import (
-    DrillDownResult,
-    IncrementalOcclusion,
-    OcclusionResult,
-    drill_down_map,
-    occlusion_methods,
-    occlusion_sweep,
-    register_occlusion_engine,
-)
-from deconv.optimization import FeatureVisualization, optima_objectives, visualize_feature
-from deconv.probes import fit_linear_probe, layer_features, probe_layers
+from deconv.occlusion import IncrementalOcclusion, OcclusionResult, drill_down_map, occlusion_sweep
+from deconv.optimization import FeatureVisualization, visualize_feature
 from deconv.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
 from deconv.samples import ImageFiles, SampleImage, sample_images
-from deconv.training import TrainSettings, evaluate, feature_scale_clip, train
-from deconv.zoo import (
-    LoadedModel,
-    WeightsUnavailableError,
-    ZFNet,
-    ZFNetConfig,
-    list_models,
-    load_model,
-    register_model,
-)
+from deconv.zoo import LoadedModel, WeightsUnavailableError, list_models, load_model, register_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     # models and layers
-    "LoadedModel", "WeightsUnavailableError", "ZFNet", "ZFNetConfig", "list_models",
-    "load_model", "register_model", "UnknownLayerError", "get_layer", "layer_names",
-    "resolve_layer", "ReceptiveField", "ReceptiveFieldError", "receptive_field",
-    # data
-    "ImageFiles", "SampleImage", "sample_images",
+    "LoadedModel",
+    "WeightsUnavailableError",
+    "list_models",
+    "load_model",
+    "register_model",
+    "UnknownLayerError",
+    "get_layer",
+    "layer_names",
+    "resolve_layer",
+    "ReceptiveField",
+    "ReceptiveFieldError",
+    "receptive_field",
+    # images
+    "ImageFiles",
+    "SampleImage",
+    "sample_images",
     # deconvnet
-    "Deconvnet", "GenericDeconvnet", "TopUnits", "UnsupportedModuleError",
-    "crop_to_receptive_field", "normalize_for_display",
-    # dataset mining, activations, filters
-    "SampleCrops", "TopKEntry", "TopKResult", "merge_top_k", "mine_top_k",
-    "mine_top_k_distributed", "dead_feature_maps_distributed", "distributed_session",
-    "shard_range",
-    "dead_feature_maps", "dead_filters", "feature_maps", "filter_grid", "map_grid", "sparsity",
-    # occlusion and the paper's analyses
-    "OcclusionResult", "occlusion_methods", "occlusion_sweep", "register_occlusion_engine",
-    "IncrementalOcclusion", "DrillDownResult", "drill_down_map",
-    "correspondence_delta", "face_images", "sign_hamming",
-    "InvarianceCurves", "invariance_curves", "transform_image",
+    "Deconvnet",
+    "GenericDeconvnet",
+    "TopUnits",
+    "UnsupportedModuleError",
+    # dataset mining, activations
+    "SampleCrops",
+    "TopKResult",
+    "merge_top_k",
+    "mine_top_k",
+    "mine_top_k_distributed",
+    "dead_feature_maps",
+    "dead_feature_maps_distributed",
+    "feature_maps",
+    # occlusion
+    "IncrementalOcclusion",
+    "OcclusionResult",
+    "drill_down_map",
+    "occlusion_sweep",
+    # the paper's other analyses
+    "correspondence_delta",
+    "invariance_curves",
     # feature visualization by optimization
-    "FeatureVisualization", "optima_objectives", "visualize_feature",
-    # attribution methods (ours and captum's) and their metrics
-    "attribute", "list_methods", "method_info", "register_method", "scale_for_display",
-    "box_to_input", "cascading_randomization", "deletion", "input_dependence", "insertion",
-    "load_object_boxes", "pointing_game",
-    # training a ZFNet, linear probes
-    "FASHION_MNIST_CLASSES", "load_fashion_mnist", "TrainSettings", "evaluate",
-    "feature_scale_clip", "train", "fit_linear_probe", "layer_features", "probe_layers",
+    "FeatureVisualization",
+    "visualize_feature",
+    # attribution methods (ours and captum's)
+    "attribute",
+    "list_methods",
+    "register_method",
 ]
+
+# Names exported here before the public API was narrowed: name -> the module that has it.
+_MOVED = {
+    "ZFNet": "deconv.zoo",
+    "ZFNetConfig": "deconv.zoo",
+    "crop_to_receptive_field": "deconv.deconvnet",
+    "normalize_for_display": "deconv.deconvnet",
+    "TopKEntry": "deconv.mining",
+    "distributed_session": "deconv.distributed",
+    "shard_range": "deconv.distributed",
+    "dead_filters": "deconv.activations",
+    "filter_grid": "deconv.activations",
+    "map_grid": "deconv.activations",
+    "sparsity": "deconv.activations",
+    "DrillDownResult": "deconv.occlusion",
+    "occlusion_methods": "deconv.occlusion",
+    "register_occlusion_engine": "deconv.occlusion",
+    "face_images": "deconv.correspondence",
+    "sign_hamming": "deconv.correspondence",
+    "InvarianceCurves": "deconv.invariance",
+    "transform_image": "deconv.invariance",
+    "optima_objectives": "deconv.optimization",
+    "method_info": "deconv.methods",
+    "scale_for_display": "deconv.methods",
+    "box_to_input": "deconv.metrics",
+    "cascading_randomization": "deconv.metrics",
+    "deletion": "deconv.metrics",
+    "input_dependence": "deconv.metrics",
+    "insertion": "deconv.metrics",
+    "load_object_boxes": "deconv.metrics",
+    "pointing_game": "deconv.metrics",
+    "FASHION_MNIST_CLASSES": "deconv.datasets",
+    "load_fashion_mnist": "deconv.datasets",
+    "TrainSettings": "deconv.training",
+    "evaluate": "deconv.training",
+    "feature_scale_clip": "deconv.training",
+    "train": "deconv.training",
+    "fit_linear_probe": "deconv.probes",
+    "layer_features": "deconv.probes",
+    "probe_layers": "deconv.probes",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Old root names (with a DeprecationWarning) and subpackages not yet imported."""
+    if name in _MOVED:
+        _warn_deprecated(f"deconv.{name}", f"import it from {_MOVED[name]}")
+        return getattr(_importlib.import_module(_MOVED[name]), name)
+    try:
+        return _importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module 'deconv' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

@@ -5,11 +5,29 @@ activations as (value, image id, y, x) in a :class:`TopKResult` that saves, load
 exactly.
 """
 
-from deconv.mining.result import TopKEntry, TopKResult, merge_top_k, select_top_k
+from deconv._deprecation import deprecated_names
+from deconv.mining.result import TopKEntry, TopKResult, merge_top_k
 from deconv.mining.sources import Batch, ImageList, SampleCrops, as_dataset, iter_batches
 from deconv.mining.taps import LayerTaps, ReusedModuleError
-from deconv.mining.top_k import batch_candidates, mine_top_k
+from deconv.mining.top_k import mine_top_k
 
-__all__ = ["Batch", "ImageList", "LayerTaps", "ReusedModuleError", "SampleCrops", "TopKEntry",
-           "TopKResult", "as_dataset", "batch_candidates", "iter_batches", "merge_top_k",
-           "mine_top_k", "select_top_k"]
+__all__ = [
+    "Batch",
+    "ImageList",
+    "LayerTaps",
+    "ReusedModuleError",
+    "SampleCrops",
+    "TopKEntry",
+    "TopKResult",
+    "as_dataset",
+    "iter_batches",
+    "merge_top_k",
+    "mine_top_k",
+]
+
+# Implementation helpers exported here before; they stay in their modules.
+__getattr__ = deprecated_names(__name__, {
+    "select_top_k": ("import it from deconv.mining.result", "deconv.mining.result:select_top_k"),
+    "batch_candidates": ("import it from deconv.mining.top_k",
+                         "deconv.mining.top_k:batch_candidates"),
+})
