@@ -70,6 +70,12 @@ class Seeds:
                                                         else torch.ones_like(picked))
         return seed
 
+    def select(self, rows: torch.Tensor) -> Seeds:
+        """The seeds of ``rows`` (long indices or a bool mask), in that order."""
+        return Seeds(self.image[rows], self.channel[rows],
+                     None if self.y is None else self.y[rows],
+                     None if self.x is None else self.x[rows], self.mode)
+
     def chunks(self, size: int) -> Iterator[Seeds]:
         """Split into consecutive chunks of at most ``size`` rows."""
         for start in range(0, len(self), size):
@@ -105,6 +111,14 @@ class ProjectionRun(AbstractContextManager):
     def project(self, seeds: Seeds) -> torch.Tensor:  # pragma: no cover - abstract
         """Project one chunk of seeds to pixels, [k, C, H, W]."""
         raise NotImplementedError
+
+    def project_all(self, seeds: Seeds, chunk_size: int) -> torch.Tensor:
+        """Project every seed, ``chunk_size`` at a time (an engine may regroup them), [K, ...].
+
+        The default projects consecutive chunks with :meth:`project`; the result is in the
+        seeds' order whatever the grouping.
+        """
+        return torch.cat([self.project(chunk) for chunk in seeds.chunks(chunk_size)])
 
 
 class ProjectionEngine:
@@ -245,10 +259,9 @@ class ProjectionEngine:
 
 def _gather_chunks(run: ProjectionRun, seeds: Seeds, chunk_size: int,
                    images: torch.Tensor) -> torch.Tensor:
-    parts = [run.project(chunk) for chunk in seeds.chunks(chunk_size)]
-    if not parts:
+    if not len(seeds):
         return images.new_zeros((0, *images.shape[1:]))
-    return torch.cat(parts)
+    return run.project_all(seeds, chunk_size)
 
 
 def _check_images(images: torch.Tensor) -> torch.Tensor:
