@@ -6,9 +6,10 @@ rectified output; a *filter* is the weights that produce it; a layer is named by
 
 The public API is the short list below (one entry point per task, as captum's
 ``captum.attr``); everything else lives in the module that implements it and is imported from
-there: :mod:`deconv.zoo` (models), :mod:`deconv.deconvnet` (projections and display helpers),
-:mod:`deconv.mining` (top-k over a dataset), :mod:`deconv.occlusion`, :mod:`deconv.optimization`
-(feature visualization), :mod:`deconv.receptive_field`, :mod:`deconv.activations`,
+there: :mod:`deconv.zoo` (models), :mod:`deconv.deconvnet` (projections), :mod:`deconv.plots`
+(every figure), :mod:`deconv.mining` (top-k over a dataset), :mod:`deconv.occlusion`,
+:mod:`deconv.optimization` (feature visualization), :mod:`deconv.receptive_field`,
+:mod:`deconv.activations`,
 :mod:`deconv.methods` and :mod:`deconv.metrics` (attribution methods and their scores),
 :mod:`deconv.training`, :mod:`deconv.probes`, :mod:`deconv.datasets`, :mod:`deconv.distributed`,
 :mod:`deconv.correspondence`, :mod:`deconv.invariance`, :mod:`deconv.samples`,
@@ -88,8 +89,8 @@ __all__ = [
 _MOVED = {
     "ZFNet": "deconv.zoo",
     "ZFNetConfig": "deconv.zoo",
-    "crop_to_receptive_field": "deconv.deconvnet",
-    "normalize_for_display": "deconv.deconvnet",
+    "crop_to_receptive_field": "deconv.plots",
+    "normalize_for_display": "deconv.plots",
     "TopKEntry": "deconv.mining",
     "distributed_session": "deconv.distributed",
     "shard_range": "deconv.distributed",
@@ -106,7 +107,7 @@ _MOVED = {
     "transform_image": "deconv.invariance",
     "optima_objectives": "deconv.optimization",
     "method_info": "deconv.methods",
-    "scale_for_display": "deconv.methods",
+    "scale_for_display": "deconv.plots",
     "box_to_input": "deconv.metrics",
     "cascading_randomization": "deconv.metrics",
     "deletion": "deconv.metrics",

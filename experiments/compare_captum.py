@@ -7,7 +7,7 @@ every method of :func:`deconv.methods.list_methods` explains the class of the an
 Writes under ``--out`` (default ``results/compare``), per model:
 
 * ``grid_<model>.png``: rows images, columns methods; every map scaled by its 99.5th
-  percentile of ``|value|`` and clipped to [-1, 1] (:func:`deconv.methods.scale_for_display`),
+  percentile of ``|value|`` and clipped to [-1, 1] (:func:`deconv.plots.scale_for_display`),
   one diverging colormap centred on 0;
 * ``metrics_<model>.json`` / ``.md``: per method the wall-clock and CPU seconds per image (this
   run), deletion and insertion AUC (Petsiuk et al. 2018; 16 steps, deletion to the mean colour
@@ -42,7 +42,6 @@ import torch
 
 import deconv
 from deconv.methods import attribute, list_methods, method_info
-from deconv.methods.figure import SHORT_NAMES, method_grid, save_figure
 from deconv.metrics import (
     box_to_input,
     cascading_randomization,
@@ -52,6 +51,7 @@ from deconv.metrics import (
     load_object_boxes,
     pointing_game,
 )
+from deconv.plots import SHORT_NAMES, method_grid, save_figure
 from deconv.samples import sample_images
 
 #: Above this mean Spearman rank correlation of |maps| after every layer is randomized, a

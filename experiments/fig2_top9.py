@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import deconv
-from deconv.figures_topk import mine_and_draw
 from deconv.mining import SampleCrops
+from deconv.plots.topk_grids import mine_and_draw
 
 
 def main(argv: list[str] | None = None) -> dict:

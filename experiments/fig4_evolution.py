@@ -37,8 +37,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import deconv
 from deconv.datasets import load_fashion_mnist
-from deconv.deconvnet import Deconvnet, crop_to_receptive_field, normalize_for_display
+from deconv.deconvnet import Deconvnet
 from deconv.mining import mine_top_k
+from deconv.plots import crop_to_receptive_field, normalize_for_display
 from deconv.receptive_field import receptive_field
 from deconv.training.checkpoints import epoch_checkpoints, read_manifest
 from deconv.training.fashion_mnist import fashion_transforms

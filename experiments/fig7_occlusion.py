@@ -27,7 +27,7 @@ from pathlib import Path
 
 import deconv
 from deconv.occlusion import occlusion_sweep
-from deconv.occlusion.figure import OcclusionPanel, feature_projection, plot_occlusion_panels
+from deconv.plots.occlusion import OcclusionPanel, feature_projection, plot_occlusion_panels
 from deconv.samples import sample_images
 
 IMAGES = ("chelsea", "coffee", "grace_hopper", "astronaut")

@@ -33,7 +33,7 @@ import torch
 import deconv
 from deconv.layers import resolve_layer
 from deconv.optimization import channel, evaluate, optima_objectives, visualize_feature
-from deconv.optimization.figures import (
+from deconv.plots.optima import (
     OptimaRow,
     render_optima_sheet,
     render_regularization_sheet,
@@ -80,7 +80,7 @@ def load_mining(loaded, path: str, layers: list[str], quick: bool):
 
 def pick(result, channels_of: dict, name: str, count: int, seed: int) -> list[int]:
     """Fig. 2's channels for this layer when known, else a seeded pick among alive ones."""
-    from deconv.figures_topk import pick_channels
+    from deconv.plots.topk_grids import pick_channels
 
     if channels_of.get(name):
         return list(channels_of[name])[:count]
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         panels = {}
         if result is not None:
-            from deconv.figures_topk import top_k_panels
+            from deconv.plots.topk_grids import top_k_panels
 
             def image_of(i: int) -> torch.Tensor:
                 return dataset[i]

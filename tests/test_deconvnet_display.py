@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from deconv.deconvnet import crop_to_receptive_field, normalize_for_display, to_display_image
+from deconv.plots import crop_to_receptive_field, normalize_for_display, to_display_image
 
 
 def test_symmetric_per_image_and_shared_scales():

@@ -13,9 +13,9 @@ from deconv.methods import (
     method_info,
     reduce_channels,
     register_method,
-    scale_for_display,
 )
 from deconv.methods.registry import as_target
+from deconv.plots import scale_for_display
 
 SMALL_OCCLUSION = {"patch": 4, "stride": 2}
 

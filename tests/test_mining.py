@@ -279,7 +279,7 @@ def positive_net() -> nn.Sequential:
 
 def test_patch_and_projection_crops_line_up_on_a_bright_square(tmp_path):
     from deconv.deconvnet.explicit import Deconvnet
-    from deconv.figures_topk import crop, render_top_k_figure, top_k_panels, unit_window
+    from deconv.plots.topk_grids import crop, render_top_k_figure, top_k_panels, unit_window
     from deconv.receptive_field import receptive_field
 
     net, (images, corners) = positive_net(), square_images()
@@ -308,7 +308,7 @@ def test_patch_and_projection_crops_line_up_on_a_bright_square(tmp_path):
 
 
 def test_unit_window_stays_inside_the_image():
-    from deconv.figures_topk import unit_window
+    from deconv.plots.topk_grids import unit_window
     from deconv.receptive_field import receptive_field
 
     net = positive_net()

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from deconv.cli import project_command
+from deconv.deconvnet import deconvnet_for
 
 
 def _parse(argv):
@@ -49,11 +50,11 @@ def test_auto_engine_falls_back_to_generic_for_non_chains():
         def forward(self, x):
             return self.relu(self.conv(x) + x)
 
-    assert type(project_command.choose_engine(Residual(), "relu")).__name__ == \
+    assert type(deconvnet_for(Residual(), "relu")).__name__ == \
         "GenericDeconvnet"
     with pytest.raises(ValueError, match="not a chain"):
-        project_command.choose_engine(Residual(), "relu", "explicit")
-    assert type(project_command.choose_engine(Residual(), "conv")).__name__ == "Deconvnet"
+        deconvnet_for(Residual(), "relu", "explicit")
+    assert type(deconvnet_for(Residual(), "conv")).__name__ == "Deconvnet"
 
 
 def test_unknown_image_is_a_clear_error():

@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     import deconv
     from deconv.methods import attribute
-    from deconv.methods.figure import method_grid, save_figure
     from deconv.metrics import deletion, insertion
+    from deconv.plots import method_grid, save_figure
 
     methods = args.methods or list_methods()
     loaded = deconv.load_model(args.model)

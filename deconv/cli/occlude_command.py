@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the sweep, write the figure and the JSON; returns 0."""
     import deconv
     from deconv.occlusion import occlusion_sweep
-    from deconv.occlusion.figure import (
+    from deconv.plots.occlusion import (
         OcclusionPanel,
         feature_projection,
         plot_occlusion_panels,

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         per_image,
         visualize_feature,
     )
-    from deconv.optimization.figures import save_image
+    from deconv.plots.optima import save_image
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")

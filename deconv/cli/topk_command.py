@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.distributed or args.pin_memory or env_world_size() > 1:
         return _run_sharded(args)
     import deconv
-    from deconv.figures_topk import mine_and_draw
+    from deconv.plots.topk_grids import mine_and_draw
 
     loaded = deconv.load_model(args.model, device=args.device)
     dataset, layers, channels = _inputs(args, loaded)
@@ -102,8 +102,8 @@ def _run_sharded(args: argparse.Namespace) -> int:
 
     import deconv
     from deconv.distributed import distributed_session
-    from deconv.figures_topk import mine_and_draw
     from deconv.mining.distributed import mine_top_k_distributed
+    from deconv.plots.topk_grids import mine_and_draw
 
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(args.checkpoint) if args.checkpoint else Path(scratch) / "state.pt"
