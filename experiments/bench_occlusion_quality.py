@@ -104,7 +104,7 @@ def _model_report(name: str, images: list[str], args) -> dict:
         for key, (max_fraction, coarse, refine, dtype) in settings.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # efficientnet: the naive fall-back's notice
-                engine = IncrementalOcclusion(model, image, 0.0, capture="29" if features
+                engine = IncrementalOcclusion(model, image, 0.0, layer="29" if features
                                               else None, batch_size=32,
                                               max_fraction=max_fraction, compute_dtype=dtype)
             if features:

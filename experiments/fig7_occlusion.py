@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         tick = time.perf_counter()
         x = model.preprocess(sample.image)
         result = occlusion_sweep(model, x, patch=args.patch, stride=args.stride, fill=args.fill,
-                                 feature=(layer, "strongest"), feature_model=feature_model,
+                                 layer=layer, channel="strongest", feature_model=feature_model,
                                  batch_size=args.batch_size, progress=not args.quick)
         f_input = feature_model.preprocess(sample.image)
         projection, engine = feature_projection(feature_model, f_input, result.feature_layer,

@@ -116,18 +116,18 @@ def _state(model: nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _check(model, image, fill, boxes, *, capture=None, reduce="sum", batch_size=7, bands=True,
+def _check(model, image, fill, boxes, *, layer=None, reduce="sum", batch_size=7, bands=True,
            low_memory=False):
-    engine = IncrementalOcclusion(model, image, fill, capture=capture, reduce=reduce,
+    engine = IncrementalOcclusion(model, image, fill, layer=layer, reduce=reduce,
                                   batch_size=batch_size, bands=bands, low_memory=low_memory)
     engine._split_bytes = 64  # low-memory mode: every conv runs in slices of output channels
     assert engine.incremental, engine.reason
     got = engine.outputs(boxes)
-    want = naive_occlusion_outputs(model, image, fill, boxes, capture=capture, reduce=reduce,
+    want = naive_occlusion_outputs(model, image, fill, boxes, layer=layer, reduce=reduce,
                                    batch_size=5)
     assert got.output.shape == want.output.shape
     torch.testing.assert_close(got.output, want.output, rtol=0, atol=TOL64)
-    if capture is not None:
+    if layer is not None:
         assert got.captured.shape == want.captured.shape
         scale = max(1.0, float(want.captured.abs().max()))
         torch.testing.assert_close(got.captured, want.captured, rtol=0, atol=TOL64 * scale)
@@ -157,7 +157,7 @@ def test_random_chains_match_naive(seed, mode):
     boxes = _boxes(size, size + 3, sizes=(1, 4, 9), stride=5)
     fill = torch.randn(3, dtype=torch.float64)
     before = _state(model)
-    _check(model, image, fill, boxes, capture=None, batch_size=random.Random(seed).choice(
+    _check(model, image, fill, boxes, layer=None, batch_size=random.Random(seed).choice(
         [1, 3, 16, 1000]), bands=mode != "whole", low_memory=mode == "low_memory")
     after = _state(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -171,9 +171,9 @@ def test_classifier_head_and_captures(pool, batch_size):
     image = torch.randn(3, 30, 30, dtype=torch.float64)
     fill = torch.randn(3, 30, 30, dtype=torch.float64)  # a per-pixel fill image
     boxes = _boxes(30, 30, sizes=(1, 7, 30), stride=6)
-    for capture in ("features.3", "features.6", "features", "avgpool", "classifier.2"):
-        engine, _ = _check(model, image, fill, boxes, capture=capture, batch_size=batch_size)
-    engine, _ = _check(model, image, fill, boxes[:9], capture="features.5", reduce=None)
+    for layer in ("features.3", "features.6", "features", "avgpool", "classifier.2"):
+        engine, _ = _check(model, image, fill, boxes, layer=layer, batch_size=batch_size)
+    engine, _ = _check(model, image, fill, boxes[:9], layer="features.5", reduce=None)
     torch.testing.assert_close(engine.reference.output, model(image[None]), rtol=0, atol=TOL64)
 
 
@@ -192,7 +192,7 @@ def test_conv_stack_without_head_outputs_last_map():
                           nn.MaxPool2d(2, 2, ceil_mode=True), nn.Conv2d(4, 5, 3, padding=2,
                                                                           dilation=2)).double()
     image = torch.randn(3, 19, 17, dtype=torch.float64)
-    _, got = _check(model.eval(), image, 0.5, _boxes(19, 17, (3,), 4), capture="1")
+    _, got = _check(model.eval(), image, 0.5, _boxes(19, 17, (3,), 4), layer="1")
     assert got.output.shape[1:] == (5, 10, 9)
 
 
@@ -204,9 +204,9 @@ def test_float32_zfnet_probabilities():
     _seed(4)
     image = torch.randn(3, 64, 64)
     boxes = _boxes(64, 64, sizes=(12,), stride=13)
-    engine = IncrementalOcclusion(loaded, image, 0.0, capture="features.9", batch_size=16)
+    engine = IncrementalOcclusion(loaded, image, 0.0, layer="features.9", batch_size=16)
     got = engine.outputs(boxes)
-    want = naive_occlusion_outputs(model, image, 0.0, boxes, capture="features.9")
+    want = naive_occlusion_outputs(model, image, 0.0, boxes, layer="features.9")
     assert (got.output.softmax(1) - want.output.softmax(1)).abs().max() < 1e-5
     torch.testing.assert_close(got.captured, want.captured, rtol=1e-4, atol=1e-3)
 
@@ -233,7 +233,7 @@ def test_fallback_for_residual_model_warns_and_matches():
     image = torch.randn(3, 16, 16, dtype=torch.float64)
     boxes = _boxes(16, 16, (5,), 6)
     with pytest.warns(UserWarning, match="add"):
-        engine = IncrementalOcclusion(model, image, 0.0, capture="conv2")
+        engine = IncrementalOcclusion(model, image, 0.0, layer="conv2")
     assert not engine.incremental
     got = engine.outputs(boxes)
     for i in range(len(boxes)):
@@ -253,9 +253,9 @@ def test_training_mode_and_unknown_layer_are_unsupported():
 def test_no_hooks_left_and_model_unchanged():
     model = _Head(2).double().eval()
     image = torch.randn(3, 20, 20, dtype=torch.float64)
-    engine = IncrementalOcclusion(model, image, 0.0, capture="features.5")
+    engine = IncrementalOcclusion(model, image, 0.0, layer="features.5")
     engine.outputs(_boxes(20, 20, (4,), 8))
-    naive_occlusion_outputs(model, image, 0.0, torch.tensor([[0, 4, 0, 4]]), capture="features.5")
+    naive_occlusion_outputs(model, image, 0.0, torch.tensor([[0, 4, 0, 4]]), layer="features.5")
     assert not model.training
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
@@ -269,7 +269,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="fill"):
         IncrementalOcclusion(model, image, torch.zeros(2))
     with pytest.raises(ValueError, match="unknown layer"):
-        IncrementalOcclusion(model, image, 0.0, capture="nope")
+        IncrementalOcclusion(model, image, 0.0, layer="nope")
     with pytest.raises(ValueError, match="max_fraction"):
         IncrementalOcclusion(model, image, 0.0, max_fraction=0)
     with pytest.raises(ValueError, match="boxes"):
@@ -398,10 +398,10 @@ def test_compute_dtype_runs_the_spatial_layers_in_lower_precision(pool):
     image = torch.randn(3, 30, 30, dtype=torch.float64)
     boxes = _boxes(30, 30, sizes=(5,), stride=4)
     before = _state(model)
-    engine = IncrementalOcclusion(model, image, 0.0, capture="features.4", batch_size=6,
+    engine = IncrementalOcclusion(model, image, 0.0, layer="features.4", batch_size=6,
                                   compute_dtype=torch.float32)
     got = engine.outputs(boxes)
-    want = naive_occlusion_outputs(model, image, 0.0, boxes, capture="features.4")
+    want = naive_occlusion_outputs(model, image, 0.0, boxes, layer="features.4")
     assert got.output.dtype == torch.float64 and got.captured.dtype == torch.float64
     torch.testing.assert_close(got.output, want.output, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.captured, want.captured, rtol=1e-4, atol=1e-4)
@@ -414,3 +414,17 @@ def test_compute_dtype_runs_the_spatial_layers_in_lower_precision(pool):
     want32 = naive_occlusion_outputs(model, image.float(), 0.0, boxes).output
     assert bf16.dtype == torch.float32
     torch.testing.assert_close(bf16, want32, rtol=0.05, atol=0.05)
+
+
+def test_old_capture_keyword_still_works_with_a_deprecation_warning():
+    model = _Head(2).double().eval()
+    image = torch.randn(3, 20, 20, dtype=torch.float64)
+    boxes = _boxes(20, 20, (5,), 5)
+    new = IncrementalOcclusion(model, image, 0.0, layer="features.3").outputs(boxes)
+    with pytest.warns(DeprecationWarning, match="pass layer="):
+        engine = IncrementalOcclusion(model, image, 0.0, capture="features.3")
+    assert engine.layer == "features.3"
+    torch.testing.assert_close(engine.outputs(boxes).captured, new.captured, rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="pass layer="):
+        old = naive_occlusion_outputs(model, image, 0.0, boxes, capture="features.3")
+    torch.testing.assert_close(old.captured, new.captured, rtol=0, atol=TOL64)

@@ -70,7 +70,7 @@ def test_probability_map_equals_one_forward_per_position(batch_size):
     (gemm instead of gemv), so probabilities may differ in the last bit (float64: ~1e-17)."""
     model, x = tiny_classifier(), image()
     result = occlusion_sweep(model, x, patch=4, stride=3, batch_size=batch_size, target=2,
-                             feature=("3", 1), progress=False, method="naive")
+                             layer="3", channel=1, progress=False, method="naive")
     probs, totals = loop_reference(model, x, 0.0, 4, 3, 2, layer="3", channel=1)
     assert result.grid_shape == (4, 4)  # ceil((13-4)/3)+1, ceil((11-4)/3)+1
     if batch_size == 1:
@@ -79,7 +79,7 @@ def test_probability_map_equals_one_forward_per_position(batch_size):
     assert torch.equal(result.feature_total.reshape(-1), totals)  # convolutions: exact
     # the default ("auto") takes the exact incremental engine here: same numbers to 1e-12
     auto = occlusion_sweep(model, x, patch=4, stride=3, batch_size=batch_size, target=2,
-                           feature=("3", 1), progress=False)
+                           layer="3", channel=1, progress=False)
     assert auto.method == "incremental"
     torch.testing.assert_close(auto.probability.reshape(-1), probs, rtol=0, atol=1e-12)
     torch.testing.assert_close(auto.feature_total.reshape(-1), totals, rtol=0, atol=1e-12)
@@ -161,7 +161,7 @@ def test_feature_map_strongest_and_feature_only_model():
     with torch.no_grad():
         base = features(x[None])[0]
     strongest = int(base.reshape(7, -1).max(dim=1).values.argmax())
-    result = occlusion_sweep(features, x, patch=4, stride=4, feature=("3", "strongest"),
+    result = occlusion_sweep(features, x, patch=4, stride=4, layer="3", channel="strongest",
                              progress=False)
     assert result.probability is None and result.drop_map is None
     assert result.feature_channel == strongest
@@ -190,7 +190,7 @@ def test_feature_model_sees_the_same_occluded_picture():
     feat_loaded = _loaded(feat, (0.45, 0.45, 0.4), (1 / 255, 1 / 255, 1 / 255))
     pixels = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(5))
     x = classifier.normalize(pixels)
-    result = occlusion_sweep(classifier, x, patch=5, stride=3, feature=(1, 2),
+    result = occlusion_sweep(classifier, x, patch=5, stride=3, layer=1, channel=2,
                              feature_model=feat_loaded, progress=False)
     mean_pixel = torch.tensor(classifier.mean).view(3, 1, 1)
     with torch.no_grad():
@@ -209,9 +209,9 @@ def test_model_and_state_unchanged_and_no_hooks_after_errors():
     before = copy.deepcopy(model.state_dict())
     flags = [p.requires_grad for p in model.parameters()]
     with pytest.warns(UserWarning, match="training mode"):
-        occlusion_sweep(model, image(), patch=4, stride=4, feature=("4", 0), progress=False)
+        occlusion_sweep(model, image(), patch=4, stride=4, layer="4", channel=0, progress=False)
     with pytest.raises(ValueError, match="out of range"), pytest.warns(UserWarning):
-        occlusion_sweep(model, image(), patch=4, stride=4, feature=("4", 99), progress=False)
+        occlusion_sweep(model, image(), patch=4, stride=4, layer="4", channel=99, progress=False)
     assert model.training and model[1].inplace
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
@@ -234,7 +234,7 @@ class FailingModel(nn.Module):
 def test_no_hook_left_when_forward_raises():
     model = FailingModel()
     with pytest.raises(RuntimeError, match="boom"):
-        occlusion_sweep(model.eval(), image(), patch=4, stride=4, feature=("conv", 0),
+        occlusion_sweep(model.eval(), image(), patch=4, stride=4, layer="conv", channel=0,
                         progress=False)
     assert hooks_left(model) == 0
 
@@ -246,8 +246,8 @@ def test_no_hook_left_when_forward_raises():
     ({"patch": 3.5, "stride": 1}, TypeError, "int"),
     ({"patch": 3, "stride": 1, "target": 5}, ValueError, "out of range"),
     ({"patch": 3, "stride": 1, "target": "cat"}, ValueError, "no categories"),
-    ({"patch": 3, "stride": 1, "feature": ("nope", 0)}, ValueError, "unknown layer"),
-    ({"patch": 3, "stride": 1, "feature": ("0", "best")}, TypeError, "strongest"),
+    ({"patch": 3, "stride": 1, "layer": "nope", "channel": 0}, ValueError, "unknown layer"),
+    ({"patch": 3, "stride": 1, "layer": "0", "channel": "best"}, TypeError, "strongest"),
     ({"patch": 3, "stride": 1, "fill": "grey"}, ValueError, "unknown fill"),
     ({"patch": 3, "stride": 1, "fill": float("nan")}, ValueError, "finite"),
     ({"patch": 3, "stride": 1, "fill": "black"}, ValueError, "normalization"),
@@ -341,3 +341,14 @@ def test_occlude_command_writes_figure_and_json(tmp_path):
     record = json.loads((tmp_path / "occlusion.json").read_text())
     assert record["grid"] == [2, 2] and len(record["probability"]) == 2
     assert record["feature_layer"] and (tmp_path / "occlusion.png").stat().st_size > 1000
+
+
+def test_old_feature_pair_still_works_with_a_deprecation_warning():
+    model, x = tiny_classifier(), image()
+    new = occlusion_sweep(model, x, patch=4, stride=4, layer="3", channel=1, progress=False)
+    with pytest.warns(DeprecationWarning, match="layer=... and channel="):
+        old = occlusion_sweep(model, x, patch=4, stride=4, feature=("3", 1), progress=False)
+    assert torch.equal(old.feature_total, new.feature_total)
+    with pytest.raises(TypeError, match="not both"), pytest.warns(DeprecationWarning):
+        occlusion_sweep(model, x, patch=4, stride=4, layer="3", feature=("3", 1),
+                        progress=False)

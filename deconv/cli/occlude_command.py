@@ -72,20 +72,20 @@ def run(args: argparse.Namespace) -> int:
         picture = open_image(args.image)
     model = deconv.load_model(args.model)
     feature_model = deconv.load_model(args.feature_model) if args.feature_model else model
-    feature = None
+    layer, channel = None, "strongest"
     if args.layer is not None:
         layer = _number_or_text(args.layer)
+        layer = layer if isinstance(layer, (int, str)) else args.layer
         channel = _number_or_text(args.channel)
-        feature = (layer if isinstance(layer, (int, str)) else args.layer, channel)
     fill = _number_or_text(args.fill)
     target = _number_or_text(args.target)
     x = model.preprocess(picture)
     result = occlusion_sweep(model, x, patch=args.patch, stride=args.stride, fill=fill,
-                             target=target, feature=feature,
+                             target=target, layer=layer, channel=channel,
                              feature_model=feature_model if args.feature_model else None,
                              batch_size=args.batch_size, method=args.method)
     projection, note = None, ""
-    if feature is not None and not args.no_projection:
+    if layer is not None and not args.no_projection:
         projection, note = feature_projection(feature_model, feature_model.preprocess(picture),
                                               result.feature_layer, result.feature_channel,
                                               result.feature_peak)
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                            projection, note)
     title = (f"{name}: probabilities from {model.name}" +
              (f"; feature map from {result.feature_model_name} `{result.feature_layer}`"
-              if feature is not None else "") + f"; fill = {result.fill}")
+              if layer is not None else "") + f"; fill = {result.fill}")
     plot_occlusion_panels([panel], out / "occlusion.png", title=title)
     record = result.summary()
     for key in ("probability", "label", "feature_total"):

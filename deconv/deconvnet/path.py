@@ -46,7 +46,14 @@ SUPPORTED_MODULES = {
 
 
 class UnsupportedModuleError(ValueError):
-    """An operation on the path to a layer that the explicit deconvnet cannot send a signal down."""
+    """The explicit :class:`~deconv.Deconvnet` meets a *module* (or operation) it cannot go down.
+
+    Raised on the path from the image to the layer: a module outside :data:`SUPPORTED_MODULES`,
+    a graph that is not a chain, or a module called twice. The message names the module and
+    points to :class:`~deconv.GenericDeconvnet`, which handles any architecture. Not to be
+    confused with :class:`deconv.occlusion.incremental_plan.IncrementalPlanError`, which is
+    about the incremental *occlusion* engine and is caught by it.
+    """
 
 
 @dataclass

@@ -16,10 +16,10 @@ the occluded images, to floating-point rounding (float64: ~1e-15).
 
 Interface (the occlusion sweep's ``method="incremental"``)::
 
-    engine = IncrementalOcclusion(model, image, fill, capture="features.29")
+    engine = IncrementalOcclusion(model, image, fill, layer="features.29")
     result = engine.outputs(boxes)   # boxes: long [P, 4] (y0, y1, x0, x1), end exclusive
     result.output     # model(occluded images): [P, ...] (logits; the last map for conv stacks)
-    result.captured   # capture's output per feature map summed over space [P, C]
+    result.captured   # the layer's output per feature map summed over space [P, C]
                       # (reduce="sum"), or the full output [P, C, H, W] (reduce=None)
     engine.reference  # the same for the unoccluded image ([1, ...])
     supported, reason = supports(model)
@@ -51,13 +51,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from deconv.layers import module_of
+from deconv._deprecation import warn_deprecated
+from deconv.layers import module_of, resolve_layer
 from deconv.occlusion.incremental_cache import SpatialCache, band_update, source_rows
 from deconv.occlusion.incremental_plan import (
     ChainPlan,
+    IncrementalPlanError,
     SpatialGeometry,
     Stage,
-    UnsupportedModelError,
     affected_range,
     plan_chain,
 )
@@ -96,7 +97,7 @@ def supports(model) -> tuple[bool, str]:
         return False, "the model is in training mode; call model.eval()"
     try:
         plan_chain(module)
-    except UnsupportedModelError as exc:
+    except IncrementalPlanError as exc:
         return False, str(exc)
     return True, ""
 
@@ -154,8 +155,10 @@ def _reduce(tensor: torch.Tensor, reduce: str | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def naive_occlusion_outputs(model, image: torch.Tensor, fill, boxes, *, capture: str | None = None,
-                            reduce: str | None = "sum", batch_size: int = 32) -> OcclusionOutputs:
+def naive_occlusion_outputs(model, image: torch.Tensor, fill, boxes, *,
+                            layer: str | int | None = None, reduce: str | None = "sum",
+                            batch_size: int = 32, capture: str | None = None
+                            ) -> OcclusionOutputs:
     """Reference: run the whole model on batches of occluded images.
 
     Args:
@@ -163,23 +166,36 @@ def naive_occlusion_outputs(model, image: torch.Tensor, fill, boxes, *, capture:
         image (torch.Tensor): model input ``[C, H, W]``.
         fill (float | torch.Tensor): fill value(s), see :func:`as_fill_image`.
         boxes (torch.Tensor): long ``[P, 4]`` occluder windows ``(y0, y1, x0, x1)``.
-        capture (str | None): ``named_modules()`` name of a layer to capture.
+        layer (str | int | None): a layer (module name or paper layer number) whose output
+            to return too.
         reduce (str | None): ``"sum"`` (per-channel spatial sum) or None (whole output).
         batch_size (int): occluded images per forward.
+        capture (str | None): deprecated name of ``layer``.
 
     Returns:
         OcclusionOutputs: outputs (and captured layer) for every box.
     """
     module = module_of(model)
+    layer = _layer_name(model, layer, capture)
     fill = as_fill_image(fill, image)
     boxes = _check_boxes(boxes)
     outputs, captured = [], []
     for start in range(0, len(boxes), batch_size):
         batch = occlude_images(image, fill, boxes[start:start + batch_size])
-        out, cap = _forward_capturing(module, batch, capture, reduce)
+        out, cap = _forward_capturing(module, batch, layer, reduce)
         outputs.append(out)
         captured.append(cap)
-    return OcclusionOutputs(torch.cat(outputs), torch.cat(captured) if capture else None)
+    return OcclusionOutputs(torch.cat(outputs), torch.cat(captured) if layer else None)
+
+
+def _layer_name(model, layer: str | int | None, capture: str | None) -> str | None:
+    """The module name of ``layer`` (or of the deprecated ``capture=``), None for no layer."""
+    if capture is not None:
+        warn_deprecated("capture=", "pass layer= instead (the same module name)", stacklevel=4)
+        if layer is not None:
+            raise TypeError("give layer= or the old capture=, not both")
+        layer = capture
+    return None if layer is None else resolve_layer(model, layer)
 
 
 def _forward_capturing(module: nn.Module, batch: torch.Tensor, capture: str | None,
@@ -284,7 +300,8 @@ class IncrementalOcclusion:
         fill (float | torch.Tensor): what the occluder shows, in model-input space: a number, one
             value per channel ``[C]`` (0 = mean grey for a mean-subtracted input), or an image
             ``[C, H, W]`` (e.g. a blurred copy).
-        capture (str | None): ``named_modules()`` name of a layer whose output to return too.
+        layer (str | int | None): a layer (module name or paper layer number) whose output to
+            return too (``captured``); its name is kept in :attr:`layer`.
         reduce (str | None): ``"sum"``: the captured output summed over space per feature map
             ``[P, C]``; None: the whole captured output.
         batch_size (int): occluder positions processed together.
@@ -298,16 +315,19 @@ class IncrementalOcclusion:
             dtype (e.g. ``torch.bfloat16``: about 2x faster on CPUs with AVX512-BF16 or AMX)
             on private copies of their modules; the head and the results stay in the image's
             dtype. None: the image's dtype (exact). The naive fall-back ignores it.
+        capture (str | None): deprecated name of ``layer``.
 
     Raises:
-        ValueError: bad image/fill shapes, unknown capture layer, bad ``max_fraction``.
+        ValueError: bad image/fill shapes, unknown layer, bad ``max_fraction``.
     """
 
-    def __init__(self, model, image: torch.Tensor, fill=0.0, *, capture: str | None = None,
+    def __init__(self, model, image: torch.Tensor, fill=0.0, *, layer: str | int | None = None,
                  reduce: str | None = "sum", batch_size: int = 32,
                  max_fraction: float | None = None, bands: bool = True,
-                 low_memory: bool = False, compute_dtype: torch.dtype | None = None):
+                 low_memory: bool = False, compute_dtype: torch.dtype | None = None,
+                 capture: str | None = None):
         self.module = module_of(model)
+        layer = _layer_name(model, layer, capture)
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]
         if image.ndim != 3:
@@ -320,12 +340,10 @@ class IncrementalOcclusion:
             raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction}")
         self.image, self.out_dtype = image, image.dtype
         self.fill = as_fill_image(fill, image)
-        self.capture, self.reduce, self.batch_size = capture, reduce, batch_size
+        self.layer, self.reduce, self.batch_size = layer, reduce, batch_size
         self.max_fraction = max_fraction
         self.bands, self.low_memory = bands, low_memory
         self._split_bytes = 3 << 20
-        if capture is not None:
-            _capture_module(self.module, capture)
         self.work: dict[str, dict] = {}
         ok, reason = supports(self.module)
         self.incremental = ok
@@ -335,7 +353,7 @@ class IncrementalOcclusion:
                           f"falling back to the naive batched forward", stacklevel=2)
             self.reference = naive_occlusion_outputs(
                 self.module, image, 0.0, torch.zeros(1, 4, dtype=torch.long),
-                capture=capture, reduce=reduce)
+                layer=layer, reduce=reduce)
             return
         if compute_dtype is not None:
             self.image, self.fill = image.to(compute_dtype), self.fill.to(compute_dtype)
@@ -345,9 +363,9 @@ class IncrementalOcclusion:
     # ------------------------------------------------------------------ cache (one forward)
     def _capture_index(self, plan: ChainPlan) -> tuple[str, str | int] | None:
         """Where the captured layer is: ("prefix", stage index) or ("tail", node name)."""
-        if self.capture is None:
+        if self.layer is None:
             return None
-        name = self.capture
+        name = self.layer
         hits = [("prefix", i, s.target) for i, s in enumerate(plan.stages)]
         hits += [("tail", n.name, str(n.target)) for n in plan.tail_nodes
                  if n.op == "call_module"]
@@ -397,7 +415,7 @@ class IncrementalOcclusion:
                 tail_stages.append(originals[i])
                 continue
             if y.ndim != 4:
-                raise UnsupportedModelError(f"{stage.target} outputs {y.ndim}-d tensors")
+                raise IncrementalPlanError(f"{stage.target} outputs {y.ndim}-d tensors")
             if stage.kind == "spatial":
                 banded = (self.bands and 2 * x.shape[-2] >= self.image.shape[-2]
                           and all(c.banded for c in self._spatial.values()))
@@ -535,7 +553,7 @@ class IncrementalOcclusion:
         boxes = _check_boxes(boxes)
         if not self.incremental:
             return naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
-                                           capture=self.capture, reduce=self.reduce,
+                                           layer=self.layer, reduce=self.reduce,
                                            batch_size=self.batch_size)
         order = self._order(boxes) if len(boxes) > self.batch_size else None
         ordered = boxes if order is None else boxes[order]
@@ -792,13 +810,13 @@ class IncrementalOcclusion:
             elif node.op == "call_method":
                 value = getattr(args[0], node.target)(*args[1:], **kwargs)
             else:
-                raise UnsupportedModelError(f"node {node.name} ({node.op}) in the head")
+                raise IncrementalPlanError(f"node {node.name} ({node.op}) in the head")
             env[node.name] = value
             if where is not None and where[0] == "tail" and where[1] == node.name:
                 captured = _reduce(value, self.reduce)
         output = fx.node.map_arg(self.plan.output_node.args[0], lambda n: env[n.name])
         if not isinstance(output, torch.Tensor):
-            raise UnsupportedModelError("the model must return one tensor")
+            raise IncrementalPlanError("the model must return one tensor")
         return OcclusionOutputs(output.contiguous(), captured)
 
     def _prefix_last_node(self) -> str:
@@ -821,7 +839,7 @@ def _engine_for(module: nn.Module, image: torch.Tensor, fill: torch.Tensor,
         return _LAST_ENGINE["engine"]
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        engine = IncrementalOcclusion(module, image, fill, capture=layer, reduce="sum",
+        engine = IncrementalOcclusion(module, image, fill, layer=layer, reduce="sum",
                                       batch_size=1 << 30)
     _LAST_ENGINE.update(key=key, versions=(image._version, fill._version), engine=engine)
     return engine

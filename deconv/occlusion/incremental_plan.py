@@ -25,12 +25,28 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["SpatialGeometry", "Stage", "ChainPlan", "UnsupportedModelError", "plan_chain",
+from deconv._deprecation import deprecated_names
+
+__all__ = ["SpatialGeometry", "Stage", "ChainPlan", "IncrementalPlanError", "plan_chain",
            "affected_range"]
 
 
-class UnsupportedModelError(ValueError):
-    """Raised when a model cannot be run incrementally (the message names the culprit)."""
+class IncrementalPlanError(ValueError):
+    """The incremental occlusion engine cannot plan this *model* (the message names the culprit).
+
+    Raised while planning (:func:`plan_chain`): the model is not a chain of conv / pool /
+    pointwise layers before its head (e.g. a residual add). :class:`IncrementalOcclusion` and the
+    occlusion sweep catch it and fall back to the naive engine with a warning, so users see it
+    only when they call :func:`plan_chain` themselves. Not to be confused with
+    :class:`deconv.UnsupportedModuleError`: the explicit *deconvnet* meets a module it has no way
+    down for. Formerly ``UnsupportedModelError`` (that name still works, with a warning).
+    """
+
+
+__getattr__ = deprecated_names(__name__, {
+    "UnsupportedModelError": ("use IncrementalPlanError (same class)",
+                              lambda: IncrementalPlanError),
+})
 
 
 _POINTWISE_MODULES = (
@@ -236,17 +252,17 @@ def plan_chain(model: nn.Module) -> ChainPlan:
         ChainPlan: the plan.
 
     Raises:
-        UnsupportedModelError: the model cannot be traced, is not a chain before its first
+        IncrementalPlanError: the model cannot be traced, is not a chain before its first
             non-spatial node, or has a layer that is not spatially local; the message says which.
     """
     try:
         graph_module = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds of errors on dynamic code
-        raise UnsupportedModelError(f"torch.fx cannot trace the model: {exc}") from exc
+        raise IncrementalPlanError(f"torch.fx cannot trace the model: {exc}") from exc
     nodes = list(graph_module.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise UnsupportedModelError(f"the model takes {len(placeholders)} inputs, not 1")
+        raise IncrementalPlanError(f"the model takes {len(placeholders)} inputs, not 1")
     output_node = next(n for n in nodes if n.op == "output")
     modules = dict(graph_module.named_modules())
     stages: list[Stage] = []
@@ -256,13 +272,13 @@ def plan_chain(model: nn.Module) -> ChainPlan:
     index = 0
     for index, node in enumerate(body):  # noqa: B007 - index is used after the loop
         if node.op == "get_attr":
-            raise UnsupportedModelError(f"node {node.name} reads attribute {node.target!r}")
+            raise IncrementalPlanError(f"node {node.name} reads attribute {node.target!r}")
         if len(previous.users) != 1:
-            raise UnsupportedModelError(
+            raise IncrementalPlanError(
                 f"the output of {previous.name} is read by {[n.name for n in previous.users]} "
                 f"(a residual connection or branch; only chains are supported)")
         if _node_inputs(node) != [previous]:
-            raise UnsupportedModelError(
+            raise IncrementalPlanError(
                 f"node {node.name} ({node.target}) reads "
                 f"{[n.name for n in _node_inputs(node)]}, not just {previous.name} (residual "
                 f"connections and branches are not supported)")
@@ -275,7 +291,7 @@ def plan_chain(model: nn.Module) -> ChainPlan:
         else:
             stage = _function_stage(node, previous)
         if isinstance(stage, str):
-            raise UnsupportedModelError(stage)
+            raise IncrementalPlanError(stage)
         if stage is None:
             break
         stages.append(stage)
@@ -288,7 +304,7 @@ def plan_chain(model: nn.Module) -> ChainPlan:
     for node in tail + [output_node]:
         for source in _node_inputs(node):
             if source.name in prefix_names and source.name != last:
-                raise UnsupportedModelError(
+                raise IncrementalPlanError(
                     f"node {node.name} reads {source.name}, an earlier layer than the last "
                     f"spatial one ({last}): skip connections are not supported")
     return ChainPlan(graph_module, stages, tail, output_node, adaptive)

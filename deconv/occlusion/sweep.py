@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from deconv._deprecation import warn_deprecated
 from deconv.layers import resolve_layer
 from deconv.occlusion.engines import capture_layer_output, evaluate_occluded, occlusion_methods
 from deconv.occlusion.fills import make_fill
@@ -123,9 +124,10 @@ class OcclusionResult:
 def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.Image | np.ndarray,
                     *, patch: int | tuple[int, int], stride: int | tuple[int, int],
                     fill: str | float | torch.Tensor = "mean", target: int | str | None = None,
-                    feature: tuple[str | int, int | str] | None = None,
+                    layer: str | int | None = None, channel: int | str = "strongest",
                     feature_model: nn.Module | LoadedModel | None = None, batch_size: int = 32,
-                    method: str = "auto", progress: bool = True) -> OcclusionResult:
+                    method: str = "auto", progress: bool = True,
+                    feature: tuple[str | int, int | str] | None = None) -> OcclusionResult:
     """Slide an occluder over ``image`` and record the classifier and a feature map per position.
 
     Zeiler & Fergus (2014), Fig. 7. Positions follow captum's ``Occlusion`` grid (see
@@ -135,7 +137,7 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
     Args:
         model (nn.Module | LoadedModel): the classifier (logits ``[B, K]``; probabilities are
             their softmax). A model without a head (``LoadedModel.categories is None`` or a
-            non-2-D output) gives no probabilities; then ``feature`` is required.
+            non-2-D output) gives no probabilities; then ``layer`` is required.
         image (torch.Tensor | PIL.Image.Image | np.ndarray): a model input ``[C, H, W]`` or
             ``[1, C, H, W]`` already normalized, or a picture (needs a ``LoadedModel``, whose
             ``preprocess`` is applied).
@@ -146,10 +148,10 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
             :func:`deconv.occlusion.fills.make_fill`.
         target (int | str | None): class index or name; the top class of the unoccluded image
             by default.
-        feature (tuple | None): ``(layer, channel)`` to total that feature map per position;
-            ``channel="strongest"`` picks the map holding the largest activation of the layer in
-            the unoccluded image. ``layer`` is a module name or paper layer number of the
-            feature model.
+        layer (str | int | None): a layer of the feature model (module name or paper layer
+            number) whose feature map ``channel`` is totalled per position; None: no feature map.
+        channel (int | str): the feature map of ``layer``; ``"strongest"`` (default) picks the
+            map holding the largest activation of the layer in the unoccluded image.
         feature_model (nn.Module | LoadedModel | None): take the feature map from this model
             instead (e.g. probabilities from ``efficientnet-lite0``, maps from ``hed-vgg16``). The
             same occluded picture is shown to both: when both are ``LoadedModel`` the input is
@@ -159,6 +161,8 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
             ``"auto"`` (default): the exact incremental engine (Krypton-style; same numbers,
             several times faster) for each model it supports, else the batched ``"naive"`` one.
         progress (bool): show a progress bar (tqdm) over positions.
+        feature (tuple | None): deprecated spelling of ``layer=..., channel=...`` as one pair
+            ``(layer, channel)``; it still works, with a ``DeprecationWarning``.
 
     Returns:
         OcclusionResult: the maps on the grid of positions and the per-pixel drop map.
@@ -192,9 +196,15 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
     f_module, f_loaded = (module, loaded) if same_model else _unwrap(feature_model,
                                                                      "feature_model")
     method, f_method = _resolve_method(method, module), _resolve_method(method, f_module)
-    layer = channel = None
     if feature is not None:
-        layer, channel = _parse_feature(feature, feature_model if not same_model else model)
+        warn_deprecated("occlusion_sweep(feature=(layer, channel))",
+                        "pass layer=... and channel=... instead")
+        if layer is not None:
+            raise TypeError("give either layer= (and channel=) or the old feature=, not both")
+        layer, channel = _parse_feature(feature)
+    if layer is not None:
+        layer, channel = _check_feature(layer, channel,
+                                        feature_model if not same_model else model)
     fx, f_fill = (x, fill_image) if same_model else (
         _convert_input(x, loaded, f_loaded, f_module), _convert_input(fill_image, loaded,
                                                                       f_loaded, f_module))
@@ -211,7 +221,7 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
                 and not (loaded is not None and loaded.categories is None))
     if not has_head and layer is None:
         raise ValueError("this model has no classifier head (its output is not [B, classes]); "
-                         "pass feature=(layer, channel) to sweep a feature map instead")
+                         "pass layer= (and channel=) to sweep a feature map instead")
     result = OcclusionResult(boxes=boxes, grid_shape=(rows, cols), image_size=(height, width),
                              patch=patch_hw, stride=stride_hw, fill=fill_text,
                              method=method if same_model or f_method == method
@@ -332,14 +342,17 @@ def _pair(value, what: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _parse_feature(feature, model) -> tuple[str, int | str]:
+def _parse_feature(feature) -> tuple[str | int, int | str]:
     if not isinstance(feature, (tuple, list)) or len(feature) != 2:
         raise TypeError(f"feature must be a pair (layer, channel | 'strongest'), got {feature!r}")
-    layer, channel = feature
+    return feature[0], feature[1]
+
+
+def _check_feature(layer, channel, model) -> tuple[str, int | str]:
     name = resolve_layer(model, layer)
     if channel != "strongest" and (isinstance(channel, bool)
                                    or not isinstance(channel, numbers.Integral)):
-        raise TypeError(f"feature channel must be an int or 'strongest', got {channel!r}")
+        raise TypeError(f"channel must be an int or 'strongest', got {channel!r}")
     return name, channel
 
 
