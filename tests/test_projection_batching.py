@@ -130,8 +130,10 @@ def test_batched_equals_one_by_one_and_crop_is_used_where_it_pays(make, layer, s
     for chunk_size in (1, 4, 64):
         got = engine.project(images, layer, units, chunk_size=chunk_size)
         torch.testing.assert_close(got, reference, rtol=0, atol=1e-10)
-    full = GenericDeconvnet(model, rule=rule, crop=False).project(images, layer, units)
-    torch.testing.assert_close(full, reference, rtol=0, atol=1e-10)
+    for batched in (True, False):
+        full = GenericDeconvnet(model, rule=rule, crop=False, batched_backward=batched).project(
+            images, layer, units, chunk_size=3)
+        torch.testing.assert_close(full, reference, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("make, layer, size, cropped", CASES)

@@ -241,42 +241,28 @@ class _Signal:
 
     def reframe(self, oy_new: torch.Tensor, ox_new: torch.Tensor, h_new: int,
                 w_new: int) -> _Signal:
-        """Move each row's window to a new origin and size (cropping or zero-padding)."""
+        """Move each row's window to a new origin and size (cropping or zero-padding).
+
+        One shift for all rows is one ``F.pad``; otherwise each row's overlap with its new
+        window is copied by slicing (plain copies: no index arithmetic over the elements).
+        """
         t = self.tensor
-        k, _, h, w = t.shape
-        dy, dx = oy_new - self.oy, ox_new - self.ox
+        k, c, h, w = t.shape
+        dy, dx = (oy_new - self.oy).tolist(), (ox_new - self.ox).tolist()
         if k == 0:
-            return _Signal(t.new_zeros((0, t.shape[1], h_new, w_new)), oy_new, ox_new)
-        moved = (dy != 0) | (dx != 0)
-        if (h_new, w_new) == (h, w) and not bool(moved.all()):
-            # Same size: only the rows whose window moved (units near a border) need work.
-            if not bool(moved.any()):
+            return _Signal(t.new_zeros((0, c, h_new, w_new)), oy_new, ox_new)
+        if len(set(dy)) == 1 and len(set(dx)) == 1:
+            sy, sx = dy[0], dx[0]
+            if (sy, sx, h_new, w_new) == (0, 0, h, w):
                 return _Signal(t, oy_new, ox_new)
-            out = t.clone()
-            part = _Signal(t[moved], self.oy[moved], self.ox[moved])
-            out[moved] = part.reframe(oy_new[moved], ox_new[moved], h_new, w_new).tensor
-            return _Signal(out, oy_new, ox_new)
-        if bool((dy == dy[0]).all()) and bool((dx == dx[0]).all()):
-            sy, sx = int(dy[0]), int(dx[0])  # one shift for all rows: crop or pad
             out = F.pad(t, (-sx, sx + w_new - w, -sy, sy + h_new - h))
             return _Signal(out, oy_new, ox_new)
-        batch = torch.arange(k, device=t.device)[:, None, None]
-        if h * w < h_new * w_new:  # growing: scatter the (smaller) old window into zeros
-            rows = -dy[:, None] + torch.arange(h, device=t.device)
-            cols = -dx[:, None] + torch.arange(w, device=t.device)
-            valid = (((rows >= 0) & (rows < h_new))[:, None, :, None]
-                     & ((cols >= 0) & (cols < w_new))[:, None, None, :])
-            out = t.new_zeros((k, h_new, w_new, t.shape[1]))
-            index = (batch, rows.clamp(0, h_new - 1)[:, :, None],
-                     cols.clamp(0, w_new - 1)[:, None, :])
-            out.index_put_(index, (t * valid).permute(0, 2, 3, 1), accumulate=True)
-            return _Signal(out.permute(0, 3, 1, 2), oy_new, ox_new)
-        rows = dy[:, None] + torch.arange(h_new, device=t.device)  # shrinking: gather
-        cols = dx[:, None] + torch.arange(w_new, device=t.device)
-        valid = (((rows >= 0) & (rows < h))[:, None, :, None]
-                 & ((cols >= 0) & (cols < w))[:, None, None, :])
-        out = t[batch, :, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
-        out = out.permute(0, 3, 1, 2) * valid
+        out = t.new_zeros((k, c, h_new, w_new))
+        for i, (sy, sx) in enumerate(zip(dy, dx)):
+            y0, y1 = max(0, sy), min(h, sy + h_new)
+            x0, x1 = max(0, sx), min(w, sx + w_new)
+            if y1 > y0 and x1 > x0:
+                out[i, :, y0 - sy:y1 - sy, x0 - sx:x1 - sx] = t[i, :, y0:y1, x0:x1]
         return _Signal(out, oy_new, ox_new)
 
     def reframe_inside(self, oy: torch.Tensor, ox: torch.Tensor, map_hw) -> _Signal:
@@ -331,10 +317,30 @@ def _down_conv(signal: _Signal, step: Step, record: _Record, image) -> _Signal:
     m = step.module
     signal = _spatial(signal, record)
     (sy, sx), (py, px) = _pair(m.stride), _conv_left_padding(m)
-    out = F.conv_transpose2d(signal.tensor, m.weight, None, m.stride, 0, 0, m.groups,
-                             m.dilation)
+    if (sy, sx) == (1, 1):
+        # the same transposed convolution as a "full" convolution with the flipped filters
+        # (channels swapped within each group): the faster kernel on CPU
+        dy, dx = _pair(m.dilation)
+        pad = (dy * (m.weight.shape[-2] - 1), dx * (m.weight.shape[-1] - 1))
+        out = F.conv2d(signal.tensor, _flipped_filters(record, m), None, 1, pad, m.dilation,
+                       m.groups)
+    else:
+        out = F.conv_transpose2d(signal.tensor, m.weight, None, m.stride, 0, 0, m.groups,
+                                 m.dilation)
     return _Signal(out).reframe_inside(signal.oy * sy - py, signal.ox * sx - px,
                                        record.in_shape[-2:])
+
+
+def _flipped_filters(record: _Record, m: nn.Conv2d) -> torch.Tensor:
+    """Filters of the transposed convolution as a convolution, computed once per call."""
+    if "flipped" not in record.extra:
+        w = m.weight.detach()
+        out_c, in_per_group, kh, kw = w.shape
+        g = m.groups
+        w = w.reshape(g, out_c // g, in_per_group, kh, kw).transpose(1, 2)
+        record.extra["flipped"] = w.reshape(g * in_per_group, out_c // g, kh, kw) \
+            .flip(2, 3).contiguous()
+    return record.extra["flipped"]
 
 
 def _down_maxpool(signal: _Signal, step: Step, record: _Record, image) -> _Signal:
@@ -347,14 +353,21 @@ def _down_maxpool(signal: _Signal, step: Step, record: _Record, image) -> _Signa
     k, c, h, w = t.shape
     h_up, w_up = (h - 1) * sy + dy * (ky - 1) + 1, (w - 1) * sx + dx * (kx - 1) + 1
     oy, ox = signal.oy * sy - py, signal.ox * sx - px
-    rows = signal.oy[:, None] + torch.arange(h, device=t.device)
-    cols = signal.ox[:, None] + torch.arange(w, device=t.device)
-    switches = record.switches[image[:, None, None, None],
-                               torch.arange(c, device=t.device)[None, :, None, None],
-                               rows[:, None, :, None], cols[:, None, None, :]]
-    width_in = record.in_shape[-1]
-    local = (switches // width_in - oy[:, None, None, None]) * w_up \
-        + (switches % width_in - ox[:, None, None, None])
+    if "switch_rows" not in record.extra:  # switch coordinates, split once per call
+        width_in = record.in_shape[-1]
+        record.extra["switch_rows"] = torch.div(record.switches, width_in,
+                                                rounding_mode="floor")
+        record.extra["switch_cols"] = record.switches - record.extra["switch_rows"] * width_in
+    rows_all, cols_all = record.extra["switch_rows"], record.extra["switch_cols"]
+    origins = list(zip(image.tolist(), signal.oy.tolist(), signal.ox.tolist()))
+    if len(set(origins)) == 1:  # every row has the same window of the same image
+        i, y0, x0 = origins[0]
+        rows = rows_all[i:i + 1, :, y0:y0 + h, x0:x0 + w].expand(k, -1, -1, -1)
+        cols = cols_all[i:i + 1, :, y0:y0 + h, x0:x0 + w].expand(k, -1, -1, -1)
+    else:
+        rows = torch.stack([rows_all[i, :, y0:y0 + h, x0:x0 + w] for i, y0, x0 in origins])
+        cols = torch.stack([cols_all[i, :, y0:y0 + h, x0:x0 + w] for i, y0, x0 in origins])
+    local = (rows - oy[:, None, None, None]) * w_up + (cols - ox[:, None, None, None])
     out = t.new_zeros((k, c, h_up * w_up))
     out.scatter_add_(2, local.reshape(k, c, -1), t.reshape(k, c, -1))
     return _Signal(out.reshape(k, c, h_up, w_up)).reframe_inside(oy, ox, record.in_shape[-2:])

@@ -9,13 +9,15 @@ with :class:`~deconv.deconvnet.relu_rules.RectifierRules`: every rectifier call 
 whether it is an ``nn.ReLU`` (inplace or not, reused or not), ``F.relu``, ``torch.relu``,
 ``clamp(min=0)``, ``nn.ReLU6`` or ``hardtanh(0, 6)``.
 
-Speed: one forward pass per distinct image, then the projections of all that image's units in
-batched backward passes (``torch.autograd.grad(..., is_grads_batched=True)`` on the retained
-graph), so a unit costs one backward pass where a per-unit method (captum's neuron attributions)
-pays a forward and a backward. Units whose receptive field is small against the image go another
-way, exact too: each unit's input is cropped to its receptive-field box (aligned to the layer's
-stride, so every map of the crop lies on the full image's grid) and forward and backward run on
-the crops, many units in one batch. This needs a prefix of the network whose units form a
+Speed: one forward pass per distinct image, then the projections of all that image's units by
+backward passes on the retained graph, so a unit costs one backward pass where a per-unit method
+(captum's neuron attributions) pays a forward and a backward. The backward passes are batched
+(``torch.autograd.grad(..., is_grads_batched=True)``, ``chunk_size`` units at a time) off the
+CPU; on the CPU one unit at a time is faster (a batch of full-size gradients leaves the caches;
+``batched_backward`` chooses). Units whose receptive field is small against the image go
+another way, exact too: each unit's input is cropped to its receptive-field box (aligned to the
+layer's stride, so every map of the crop lies on the full image's grid) and forward and backward
+run on the crops, many units in one batch. This needs a prefix of the network whose units form a
 regular grid over the input (:func:`deconv.receptive_field.receptive_field` says so; global
 pools, norms over space or attention refuse it) and is checked once per layer and input size
 against the full image's activations; otherwise the full image is used. The forward stops at
@@ -88,6 +90,9 @@ class GenericDeconvnet(ProjectionEngine):
             returned in the images' dtype.
         crop (bool): allow the receptive-field crop (see the module docstring); False always
             uses the full image (for tests and comparisons; both are exact).
+        batched_backward (bool | None): the backward passes of one image's units batched with
+            ``is_grads_batched`` (True) or one at a time (False) on the retained graph; None
+            (default): batched except on the CPU. Both are exact.
 
     Limitations: a layer must be a module that runs once per forward pass (a reused ReLU module
     is refused: name the block instead); other nonlinearities (SiLU, GELU, ...) keep their plain
@@ -95,7 +100,8 @@ class GenericDeconvnet(ProjectionEngine):
     """
 
     def __init__(self, model, rule: str = "deconvnet", skip_normalization: bool | None = None,
-                 compute_dtype: torch.dtype | None = None, crop: bool = True):
+                 compute_dtype: torch.dtype | None = None, crop: bool = True,
+                 batched_backward: bool | None = None):
         super().__init__(model)
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -109,6 +115,7 @@ class GenericDeconvnet(ProjectionEngine):
             else bool(skip_normalization)
         self.compute_dtype = compute_dtype
         self.crop = bool(crop)
+        self.batched_backward = batched_backward
         self._checked: dict[tuple, tuple[torch.Size, _CropPlan | None]] = {}
 
     def _run(self, images: torch.Tensor, layer: str) -> _GenericRun:
@@ -327,15 +334,23 @@ class _GenericRun(ProjectionRun):
         with torch.enable_grad(), self._rules(), self._autocast():
             out = self._forward(x)
             act = out.detach()
-            for start in range(0, len(seeds), chunk_size):
-                part = slice(start, start + chunk_size)
+            batched = self.engine.batched_backward
+            if batched is None:
+                batched = x.device.type != "cpu"
+            step = chunk_size if batched else 1
+            for start in range(0, len(seeds), step):
+                part = slice(start, start + step)
                 chunk = seeds.select(torch.arange(len(seeds), device=rows.device)[part])
                 local = Seeds(torch.zeros_like(chunk.image), chunk.channel, chunk.y, chunk.x,
                               chunk.mode)
                 seed = local.dense(act.expand(len(chunk), *act.shape[1:]))
-                (grad,) = torch.autograd.grad(out, x, seed.unsqueeze(1), retain_graph=True,
-                                              is_grads_batched=True)
-                result[rows[part]] = grad[:, 0].to(result.dtype)
+                if batched:
+                    (grad,) = torch.autograd.grad(out, x, seed.unsqueeze(1), retain_graph=True,
+                                                  is_grads_batched=True)
+                    grad = grad[:, 0]
+                else:
+                    (grad,) = torch.autograd.grad(out, x, seed, retain_graph=True)
+                result[rows[part]] = grad.to(result.dtype)
 
     def _project_cropped(self, seeds: Seeds, result: torch.Tensor, chunk_size: int) -> None:
         """Each unit on the crop of its receptive field; crops of one size go down together."""
