@@ -30,7 +30,8 @@ from deconv.layers import capture_outputs
 
 __all__ = ["PARTS", "FaceImage", "DeltaStats", "LANDMARKS_PATH", "load_face_landmarks",
            "face_images", "sign_hamming", "pairwise_sign_hamming", "correspondence_delta",
-           "occlude_boxes", "random_boxes", "layer_features", "feature_differences"]
+           "occlude_boxes", "random_boxes", "shared_random_boxes", "bootstrap_delta",
+           "layer_features", "feature_differences"]
 
 #: The object parts the paper occludes.
 PARTS = ("right_eye", "left_eye", "nose")
@@ -221,6 +222,97 @@ def random_boxes(sizes: Sequence[tuple[int, int]], image_size: int,
         x0 = int(torch.randint(0, image_size - width + 1, (1,), generator=generator))
         y0 = int(torch.randint(0, image_size - height + 1, (1,), generator=generator))
         out.append((x0, y0, x0 + width, y0 + height))
+    return out
+
+
+def shared_random_boxes(sizes: Sequence[tuple[int, int]], image_size: int,
+                        generator: torch.Generator) -> list[Box]:
+    """One box per ``(width, height)`` in ``sizes``, all centred on ONE random point.
+
+    The centre is uniform over the points where every box fits inside the image, so the boxes
+    sit at the same place in every image (as the part boxes of aligned faces nearly do): a
+    control for how much of a low ``Delta`` comes from occluding the same *position*.
+    """
+    widths = [w for w, _ in sizes]
+    heights = [h for _, h in sizes]
+    if max(widths) > image_size or max(heights) > image_size:
+        raise ValueError(f"a box of {max(widths)}x{max(heights)} does not fit a {image_size} px "
+                         "image")
+    # the centre cx must satisfy cx - w // 2 >= 0 and cx - w // 2 + w <= image_size for all
+    low_x = max(w // 2 for w in widths)
+    high_x = min(image_size - w + w // 2 for w in widths)
+    low_y = max(h // 2 for h in heights)
+    high_y = min(image_size - h + h // 2 for h in heights)
+    if high_x < low_x or high_y < low_y:
+        raise ValueError("the boxes have no common centre inside the image")
+    cx = int(torch.randint(low_x, high_x + 1, (1,), generator=generator))
+    cy = int(torch.randint(low_y, high_y + 1, (1,), generator=generator))
+    return [(cx - w // 2, cy - h // 2, cx - w // 2 + w, cy - h // 2 + h) for w, h in sizes]
+
+
+def bootstrap_delta(distances: torch.Tensor, reference: torch.Tensor | None = None,
+                    draws: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Bootstrap interval of ``Delta`` over the images (and of a paired difference).
+
+    Each bootstrap sample draws ``N`` image indices with replacement; ``Delta`` of the sample is
+    the mean distance over its pairs of *different* images (a pair of an image with its own copy
+    has no meaning: its distance is 0 by construction). Several random-box draws
+    (``[D, N, N]``) are averaged per sample.
+
+    Args:
+        distances (torch.Tensor): pairwise sign distances ``[N, N]`` or ``[D, N, N]``
+            (:func:`pairwise_sign_hamming`).
+        reference (torch.Tensor | None): a second set (``[N, N]`` or ``[D', N, N]``, same images);
+            then the interval of ``Delta(reference) - Delta(distances)`` is also given, from
+            the same resampled images (paired).
+        draws (int): bootstrap samples.
+        seed (int): seed of the resampling.
+        level (float): the interval's coverage.
+
+    Returns:
+        dict: ``{"mean", "low", "high"}`` and, with ``reference``, ``{"difference": {"mean",
+        "low", "high"}}`` (reference minus this).
+
+    Raises:
+        ValueError: fewer than 3 images, or shapes that do not match.
+    """
+    def as_sets(d: torch.Tensor) -> torch.Tensor:
+        d = d.double()
+        return d.unsqueeze(0) if d.ndim == 2 else d
+
+    sets = as_sets(distances)
+    n = sets.shape[-1]
+    if sets.ndim != 3 or sets.shape[-2] != n or n < 3:
+        raise ValueError(f"need distances [N, N] or [D, N, N] with N >= 3, got "
+                         f"{list(distances.shape)}")
+    ref = as_sets(reference) if reference is not None else None
+    if ref is not None and ref.shape[-1] != n:
+        raise ValueError(f"reference has {ref.shape[-1]} images, distances {n}")
+    generator = torch.Generator().manual_seed(seed)
+
+    def delta(d: torch.Tensor, index: torch.Tensor) -> float:
+        sub = d[:, index][:, :, index]
+        valid = index.view(-1, 1) != index.view(1, -1)
+        return float(sub[:, valid].mean())
+
+    everything = torch.arange(n)
+    samples, differences = [], []
+    for _ in range(draws):
+        index = torch.randint(0, n, (n,), generator=generator)
+        if bool((index == index[0]).all()):
+            continue  # one image only: no pair
+        samples.append(delta(sets, index))
+        if ref is not None:
+            differences.append(delta(ref, index) - samples[-1])
+    tail = (1 - level) / 2 * 100
+
+    def interval(values: list[float], mean: float) -> dict:
+        return {"mean": mean, "low": float(np.percentile(values, tail)),
+                "high": float(np.percentile(values, 100 - tail))}
+
+    out = interval(samples, delta(sets, everything))
+    if ref is not None:
+        out["difference"] = interval(differences, delta(ref, everything) - out["mean"])
     return out
 
 

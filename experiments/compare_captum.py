@@ -26,7 +26,10 @@ at stride 56) and 7 randomization steps (classifier, head, stage 6, stage 5, sta
 stages 2-0, stem). ``--quick``: two photos at 96 px, two randomization steps, ~10 seconds.
 The run uses ``--threads 1`` by default (see ``--help``).
 
-Usage: ``python experiments/compare_captum.py [--quick] [--out DIR] [--threads 1]``
+Then the Adebayo et al. checks on the trained Fashion-MNIST ZFNet, which has max-pools, so they
+do test the deconvnet there (``experiments/sanity_fashion.py``; ``--no-fashion`` skips it).
+
+Usage: ``python experiments/compare_captum.py [--quick] [--out DIR] [--threads 1] [--no-fashion]``
 """
 
 from __future__ import annotations
@@ -414,6 +417,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="output directory (default results/compare; results/quick/compare "
                              "with --quick, so a smoke run never overwrites the real results)")
     parser.add_argument("--quick", action="store_true", help="smoke run (two images, coarse)")
+    parser.add_argument("--no-fashion", action="store_true",
+                        help="skip the zfnet-fashion sanity checks (experiments/sanity_fashion.py)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads during the run (default 1: on a shared machine "
                              "multi-threaded small convolutions can be 10-100x slower when "
@@ -444,6 +449,15 @@ def _run(args: argparse.Namespace) -> dict:
         records[model_name] = run_model(model_name, samples, boxes, cfg, out)
         print(f"{model_name}: done in {time.perf_counter() - start:.1f} s; faithful on this "
               f"evidence: {records[model_name]['faithful']}", flush=True)
+    if not args.no_fashion:
+        import importlib.util
+
+        path = Path(__file__).resolve().parent / "sanity_fashion.py"
+        spec = importlib.util.spec_from_file_location("experiments.sanity_fashion", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        records["zfnet-fashion"] = module.main(["--out", str(out)]
+                                               + (["--quick"] if args.quick else []))
     return records
 
 

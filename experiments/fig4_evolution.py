@@ -15,7 +15,11 @@ its own symmetric scale (grey = 0): one row per feature map, one column per epoc
 * ``filter_cosine``: cosine similarity between each conv filter at epoch e and at the final
   epoch (same run, so channels correspond);
 * ``top9_jaccard``: overlap (Jaccard) of each map's top-9 training images at epoch e with the
-  final epoch's.
+  final epoch's;
+* ``cka``: linear CKA (:func:`deconv.similarity.linear_cka`) between the layer's whole rectified
+  output at epoch e and at the final epoch, on a fixed seeded set of test images (500 by
+  default). Unlike the two above it compares representations, not channel by channel, so it is
+  blind to channels that swap roles or rotate into each other.
 
 The paper's claim: lower layers converge within a few epochs, upper layers only after many.
 
@@ -40,7 +44,9 @@ from deconv.datasets import load_fashion_mnist
 from deconv.deconvnet import Deconvnet
 from deconv.mining import mine_top_k
 from deconv.plots import crop_to_receptive_field, normalize_for_display
+from deconv.probes import layer_features
 from deconv.receptive_field import receptive_field
+from deconv.similarity import linear_cka
 from deconv.training.checkpoints import epoch_checkpoints, read_manifest
 from deconv.training.fashion_mnist import fashion_transforms
 
@@ -48,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_CHECKPOINTS = ROOT / "results" / "checkpoints" / "zfnet_fashion"
 LAYERS = (1, 2, 3, 4, 5)
+METRICS = ("filter_cosine", "top9_jaccard", "cka")
 
 
 def image_loader(images: torch.Tensor, transform, batch_size: int) -> DataLoader:
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=10000, help="training images searched")
     parser.add_argument("--maps", type=int, default=4, help="random feature maps per layer")
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--cka-images", type=int, default=500, help="test images for CKA")
     parser.add_argument("--seed", type=int, default=0, help="seeds the image and map subsets")
     parser.add_argument("--out", default=str(ROOT / "results" / "fig4"))
     parser.add_argument("--quick", action="store_true",
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "a _quick suffix")
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.maps = 300, 2
+        args.images, args.maps, args.cka_images = 300, 2, 100
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -116,7 +124,16 @@ def main(argv: list[str] | None = None) -> dict:
               for layer in LAYERS}
 
     cells: dict[tuple[int, int], np.ndarray] = {}  # (row, column) -> grey image in [0, 1]
-    settled = {str(layer): {"filter_cosine": [], "top9_jaccard": []} for layer in LAYERS}
+    settled = {str(layer): {m: [] for m in METRICS} for layer in LAYERS}
+    test_images = load_fashion_mnist("test").tensors[0]
+    cka_images = test_images[torch.randperm(len(test_images), generator=gen)[:args.cka_images]]
+
+    def representations(loaded) -> dict[str, torch.Tensor]:
+        feats, _ = layer_features(loaded, cka_images, [names[layer] for layer in LAYERS],
+                                  batch_transform=eval_tf, grid=final.input_size)
+        return feats
+
+    final_features = representations(final)
     strongest = {str(layer): [] for layer in LAYERS}
     mined_final = mine_top_k(final, image_loader(images, eval_tf, args.batch_size),
                              list(LAYERS), k=9, progress=False)
@@ -126,12 +143,14 @@ def main(argv: list[str] | None = None) -> dict:
             loaded, image_loader(images, eval_tf, args.batch_size), list(LAYERS), k=9,
             progress=False)
         engine = Deconvnet(loaded)
+        features = final_features if epoch == final_epoch else representations(loaded)
         for li, layer in enumerate(LAYERS):
             name = names[layer]
             settled[str(layer)]["filter_cosine"].append(
                 filter_cosine(loaded.model, final.model, convs[layer]))
             settled[str(layer)]["top9_jaccard"].append(
                 top_jaccard(mined.image_ids[name], mined_final.image_ids[name]))
+            settled[str(layer)]["cka"].append(linear_cka(features[name], final_features[name]))
             width = mined.map_sizes[name][1]
             ids = mined.image_ids[name][chosen[layer], 0]
             pos = mined.positions[name][chosen[layer], 0]
@@ -152,9 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = len(LAYERS) * args.maps
     suffix = "_quick" if args.quick else ""
     _draw_grid(cells, rows, epochs, chosen, out / f"fig4_evolution{suffix}.png", args.maps)
-    _draw_settled(settled, epochs, out / f"fig4_settled{suffix}.png")
+    _draw_settled(settled, epochs, out / f"fig4_settled{suffix}.png", args.cka_images)
     record = {"checkpoints": str(Path(args.checkpoints)), "epochs": epochs,
               "paper_epochs": [1, 2, 5, 10, 20, 30, 40, 64], "images_searched": args.images,
+              "cka_test_images": args.cka_images,
               "maps": {str(k): v for k, v in chosen.items()}, "layers": names,
               "strongest_activation": strongest, "settled": settled,
               "claim": "lower layers converge within a few epochs, upper layers only later",
@@ -169,7 +189,7 @@ def _claim_holds(settled: dict) -> dict:
     """Per metric: is layer 1 more settled than layer 5 at the first checkpoint, and is the
     ordering of the first checkpoint's values from layer 1 to 5 non-increasing?"""
     verdict = {}
-    for metric in ("filter_cosine", "top9_jaccard"):
+    for metric in METRICS:
         first = [settled[str(layer)][metric][0] for layer in LAYERS]
         verdict[metric] = {"first_checkpoint": [round(v, 3) for v in first],
                            "layer1_above_layer5": first[0] > first[-1],
@@ -203,18 +223,20 @@ def _draw_grid(cells, rows: int, epochs: list[int], chosen: dict, path: Path,
     plt.close(fig)
 
 
-def _draw_settled(settled: dict, epochs: list[int], path: Path) -> None:
+def _draw_settled(settled: dict, epochs: list[int], path: Path, cka_images: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, metric in zip(axes, ("filter_cosine", "top9_jaccard")):
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3))
+    titles = {"filter_cosine": "filter cosine", "top9_jaccard": "top-9 overlap (Jaccard)",
+              "cka": f"linear CKA ({cka_images} test images)"}
+    for ax, metric in zip(axes, METRICS):
         for layer in LAYERS:
             ax.plot(epochs, settled[str(layer)][metric], marker="o", label=f"layer {layer}")
         ax.set_xlabel("epoch")
-        ax.set_title(f"{metric} with the final epoch", fontsize=9)
+        ax.set_title(f"{titles[metric]} with the final epoch", fontsize=9)
         ax.set_ylim(-0.05, 1.05)
     axes[0].legend(fontsize=7)
     fig.tight_layout()

@@ -109,3 +109,48 @@ def test_feature_differences_and_no_hooks():
     assert all(not m._forward_hooks for m in model.modules())
     with pytest.raises(ValueError, match="unknown layer"):
         layer_features(model, images, ["conv9"])
+
+
+def test_shared_random_boxes_share_a_centre_and_fit():
+    import torch
+
+    from deconv.correspondence import shared_random_boxes
+
+    g = torch.Generator().manual_seed(0)
+    sizes = [(10, 6), (13, 9), (4, 4)]
+    for _ in range(50):
+        boxes = shared_random_boxes(sizes, 32, g)
+        centres = {(b[0] + (b[2] - b[0]) // 2, b[1] + (b[3] - b[1]) // 2) for b in boxes}
+        assert len(centres) == 1
+        for (w, h), (x0, y0, x1, y1) in zip(sizes, boxes):
+            assert (x1 - x0, y1 - y0) == (w, h) and x0 >= 0 and y0 >= 0 and x1 <= 32 and y1 <= 32
+    with pytest.raises(ValueError, match="does not fit"):
+        shared_random_boxes([(40, 2)], 32, g)
+
+
+def test_bootstrap_delta_brute_force_and_paired_difference():
+    import itertools
+
+    import torch
+
+    from deconv.correspondence import bootstrap_delta
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(4, 4, generator=g, dtype=torch.float64)
+    a = (a + a.T) / 2
+    a.fill_diagonal_(0)
+    out = bootstrap_delta(a, draws=400, seed=1)
+    pairs = [float(a[i, j]) for i, j in itertools.combinations(range(4), 2)]
+    assert out["mean"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
+    assert min(pairs) - 1e-12 <= out["low"] <= out["mean"] <= out["high"] <= max(pairs) + 1e-12
+    # brute force of one resample: indices (0, 0, 1, 2) -> pairs of different images only
+    index = torch.tensor([0, 0, 1, 2])
+    expected = [float(a[index[i], index[j]]) for i in range(4) for j in range(4)
+                if index[i] != index[j]]
+    sub = a[index][:, index][index.view(-1, 1) != index.view(1, -1)]
+    assert float(sub.mean()) == pytest.approx(sum(expected) / len(expected), abs=1e-12)
+    shifted = bootstrap_delta(a, reference=torch.stack([a + 0.1, a + 0.3]), draws=200)
+    assert shifted["difference"]["low"] == pytest.approx(0.2, abs=1e-9)
+    assert shifted["difference"]["high"] == pytest.approx(0.2, abs=1e-9)
+    with pytest.raises(ValueError, match="N >= 3"):
+        bootstrap_delta(torch.zeros(2, 2))

@@ -111,7 +111,7 @@ def test_rms_never_exceeds_radius_after_any_training_step(tmp_path, monkeypatch)
     import deconv.training.loop as loop
 
     seen = []
-    original = loop.feature_scale_clip
+    original = loop.feature_scale_clip_by_layer
 
     def checked(model, radius):
         n = original(model, radius)
@@ -119,11 +119,16 @@ def test_rms_never_exceeds_radius_after_any_training_step(tmp_path, monkeypatch)
                         if isinstance(m, nn.Conv2d)))
         return n
 
-    monkeypatch.setattr(loop, "feature_scale_clip", checked)
+    monkeypatch.setattr(loop, "feature_scale_clip_by_layer", checked)
     settings = TrainSettings(epochs=1, batch_size=16, lr=0.5, clip_radius=0.1)
     history = train(tiny_model(), toy_data(), settings, tmp_path, progress=False)
     assert len(seen) == 6 and max(seen) <= 0.1
     assert history[0]["filters_clipped"] > 0
+    by_layer = history[0]["filters_clipped_by_layer"]
+    assert sum(by_layer.values()) == history[0]["filters_clipped"]
+    assert set(by_layer) == {n for n, m in tiny_model().named_modules() if isinstance(m, nn.Conv2d)}
+    for name, rms in history[0]["filter_rms"].items():
+        assert max(rms) <= 0.1 and len(rms) == dict(tiny_model().named_modules())[name].out_channels
 
 
 # ---------------------------------------------------------------- the loop

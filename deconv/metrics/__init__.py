@@ -32,8 +32,10 @@ from deconv.metrics.sanity_check import (
     spearman,
     ssim,
 )
+from deconv.metrics.switches import record_switches, switch_agreement, transplanted_switches
 
 __all__ = ["CausalCurve", "causal_curve", "deletion", "insertion", "zeros_substrate",
            "blur_substrate", "TOLERANCE", "PointingResult", "pointing_game", "pointing_hit",
            "box_to_input", "load_object_boxes", "SanityCheck", "cascading_randomization",
-           "input_dependence", "randomize_parameters", "spearman", "ssim"]
+           "input_dependence", "randomize_parameters", "spearman", "ssim", "record_switches",
+           "switch_agreement", "transplanted_switches"]

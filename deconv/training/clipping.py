@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["filter_rms", "feature_scale_clip"]
+__all__ = ["filter_rms", "feature_scale_clip", "feature_scale_clip_by_layer"]
 
 
 def filter_rms(weight: torch.Tensor) -> torch.Tensor:
@@ -21,7 +21,6 @@ def filter_rms(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().flatten(1).pow(2).mean(dim=1).sqrt()
 
 
-@torch.no_grad()
 def feature_scale_clip(model: nn.Module, radius: float = 0.1) -> int:
     """Rescale in place every conv filter whose RMS exceeds ``radius`` to RMS ``radius``.
 
@@ -38,18 +37,36 @@ def feature_scale_clip(model: nn.Module, radius: float = 0.1) -> int:
     Raises:
         ValueError: ``radius`` is not positive.
     """
+    return sum(feature_scale_clip_by_layer(model, radius).values())
+
+
+@torch.no_grad()
+def feature_scale_clip_by_layer(model: nn.Module, radius: float = 0.1) -> dict[str, int]:
+    """:func:`feature_scale_clip`, returning how many filters were rescaled in each conv layer.
+
+    Args:
+        model (nn.Module): the network; every ``nn.Conv2d`` (any ``_ConvNd``) is visited.
+        radius (float): the largest RMS allowed (0.1 in the paper).
+
+    Returns:
+        dict[str, int]: ``{module name: filters rescaled}`` for every conv layer (0 included),
+        in ``named_modules()`` order.
+
+    Raises:
+        ValueError: ``radius`` is not positive.
+    """
     if not radius > 0:
         raise ValueError(f"radius must be positive, got {radius}")
-    clipped = 0
-    for module in model.modules():
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvNd):
             weight = module.weight
             rms = filter_rms(weight)
             over = rms > radius
-            if bool(over.any()):
+            counts[name] = int(over.sum())
+            if counts[name]:
                 # a hair under the radius, so rounding never leaves a filter above it
                 margin = 1.0 - 4 * torch.finfo(weight.dtype).eps
                 scale = (radius * margin / rms[over]).to(weight.dtype)
                 weight[over] *= scale.view(-1, *([1] * (weight.dim() - 1)))
-                clipped += int(over.sum())
-    return clipped
+    return counts

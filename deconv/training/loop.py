@@ -11,7 +11,7 @@ run as not stopping (on CPU; ``torch.use_deterministic_algorithms`` is on during
 Files in ``run_dir``: ``last.pt`` (model, optimizer, epoch, history, settings; rewritten after
 every epoch), ``epoch_NNN.pt`` (model state dict at each of ``checkpoint_epochs``) and
 ``log.json`` (settings and one row per epoch: lr, train/test loss and accuracy, seconds, filters
-clipped).
+clipped in total and per conv layer, and every conv filter's RMS at the end of the epoch).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from deconv.training.clipping import feature_scale_clip
+from deconv.training.clipping import feature_scale_clip_by_layer, filter_rms
 
 __all__ = ["TrainSettings", "PAPER_CHECKPOINT_EPOCHS", "scaled_checkpoint_epochs",
            "learning_rate", "evaluate", "train", "save_weights", "iterate_batches",
@@ -39,6 +39,7 @@ __all__ = ["TrainSettings", "PAPER_CHECKPOINT_EPOCHS", "scaled_checkpoint_epochs
 PAPER_CHECKPOINT_EPOCHS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 40, 64)
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+StepCallback = Callable[[int, int, nn.Module], None]
 
 
 class ResumeMismatchError(ValueError):
@@ -215,7 +216,7 @@ def train(model: nn.Module, train_data: Dataset, settings: TrainSettings,
           batch_transform: BatchTransform | None = None,
           eval_transform: BatchTransform | None = None, device: str | torch.device = "cpu",
           resume: bool = True, stop_after: int | None = None, progress: bool = True,
-          num_workers: int = 0) -> list[dict]:
+          num_workers: int = 0, on_step: StepCallback | None = None) -> list[dict]:
     """Train ``model`` in place with SGD + momentum and feature-scale clipping.
 
     Args:
@@ -233,6 +234,9 @@ def train(model: nn.Module, train_data: Dataset, settings: TrainSettings,
         stop_after (int | None): stop after this epoch (simulates an interruption; tests).
         progress (bool): show a tqdm bar.
         num_workers (int): DataLoader workers for datasets that are not in memory.
+        on_step (Callable | None): called as ``on_step(epoch, step, model)`` after every
+            optimizer step and clipping (e.g. to trace filter RMS within an epoch); it must not
+            change the model.
 
     Returns:
         list[dict]: one row per finished epoch (also in ``run_dir/log.json``).
@@ -274,7 +278,8 @@ def train(model: nn.Module, train_data: Dataset, settings: TrainSettings,
                 torch.manual_seed(_epoch_seed(settings.seed, epoch) + 1)
                 shuffle = torch.Generator().manual_seed(_epoch_seed(settings.seed, epoch))
                 row = _train_epoch(model, optimizer, train_data, settings, epoch, steps, shuffle,
-                                   batch_transform, device, progress, num_workers, tqdm)
+                                   batch_transform, device, progress, num_workers, tqdm,
+                                   on_step)
                 if test_data is not None:
                     result = evaluate(model, test_data, eval_transform, settings.eval_batch_size,
                                       device, num_workers)
@@ -289,7 +294,8 @@ def train(model: nn.Module, train_data: Dataset, settings: TrainSettings,
                 _write_log(run_dir, settings, history)
                 if progress:
                     tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in row.items()))
+                                        for k, v in row.items()
+                                        if not isinstance(v, (dict, list))))
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         model.eval()
@@ -297,10 +303,12 @@ def train(model: nn.Module, train_data: Dataset, settings: TrainSettings,
 
 
 def _train_epoch(model, optimizer, data, settings, epoch, steps, shuffle, batch_transform,
-                 device, progress, num_workers, tqdm) -> dict:
+                 device, progress, num_workers, tqdm, on_step=None) -> dict:
     model.train()
     start = time.perf_counter()
-    total_loss, correct, count, clipped = 0.0, 0, 0, 0
+    total_loss, correct, count = 0.0, 0, 0
+    clipped = {name: 0 for name, m in model.named_modules()
+               if isinstance(m, nn.modules.conv._ConvNd)}
     bar = tqdm(iterate_batches(data, settings.batch_size, shuffle, num_workers), total=steps,
                desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
     for step, (x, y) in enumerate(bar):
@@ -319,7 +327,10 @@ def _train_epoch(model, optimizer, data, settings, epoch, steps, shuffle, batch_
         loss.backward()
         optimizer.step()
         if settings.clip_radius is not None:
-            clipped += feature_scale_clip(model, settings.clip_radius)
+            for name, n in feature_scale_clip_by_layer(model, settings.clip_radius).items():
+                clipped[name] += n
+        if on_step is not None:
+            on_step(epoch, step, model)
         total_loss += float(loss.detach()) * y.numel()
         correct += int((logits.detach().argmax(1) == y).sum())
         count += y.numel()
@@ -327,4 +338,7 @@ def _train_epoch(model, optimizer, data, settings, epoch, steps, shuffle, batch_
             bar.set_postfix(loss=f"{total_loss / count:.3f}", lr=f"{rate:.2g}")
     return {"epoch": epoch, "lr": rate, "train_loss": total_loss / count,
             "train_accuracy": correct / count, "seconds": round(time.perf_counter() - start, 2),
-            "filters_clipped": clipped}
+            "filters_clipped": sum(clipped.values()), "filters_clipped_by_layer": clipped,
+            "filter_rms": {name: [round(float(r), 6) for r in filter_rms(m.weight)]
+                           for name, m in model.named_modules()
+                           if isinstance(m, nn.modules.conv._ConvNd)}}
