@@ -277,12 +277,21 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
 
 
 def _resolve_method(method: str, module: nn.Module) -> str:
-    """``"auto"`` -> ``"incremental"`` where that engine supports ``module``, else ``"naive"``."""
+    """``"auto"``: the chain engine ``"incremental"`` where it supports ``module``, else the
+    graph engine ``"graph"`` where it can trace it, else ``"naive"`` with a warning saying why."""
     if method != "auto":
         return method
+    from deconv.occlusion.graph_engine import supports_graph
     from deconv.occlusion.incremental import supports
 
-    return "incremental" if supports(module)[0] else "naive"
+    if supports(module)[0]:
+        return "incremental"
+    ok, reason = supports_graph(module)
+    if ok:
+        return "graph"
+    warnings.warn(f"occlusion_sweep: no incremental engine can run this model ({reason}); "
+                  f"using the naive sweep (same numbers, slower)", stacklevel=3)
+    return "naive"
 
 
 def _unwrap(model, what: str) -> tuple[nn.Module, LoadedModel | None]:
