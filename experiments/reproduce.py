@@ -25,6 +25,7 @@ STEPS: list[tuple[str, list[str]]] = [
     ("models_smoke", []),
     ("project_example", []),
     ("fig2_top9", []),
+    ("fig2_fashion", []),
     ("fig6_filters", []),
     ("fig_activation_maps", []),
     ("fig7_occlusion", []),

@@ -6,6 +6,7 @@ exactly.
 """
 
 from deconv._deprecation import deprecated_names
+from deconv.mining.distinct import distinct_top_k
 from deconv.mining.result import TopKEntry, TopKResult, merge_top_k
 from deconv.mining.sources import Batch, ImageList, SampleCrops, as_dataset, iter_batches
 from deconv.mining.taps import LayerTaps, ReusedModuleError
@@ -20,6 +21,7 @@ __all__ = [
     "TopKEntry",
     "TopKResult",
     "as_dataset",
+    "distinct_top_k",
     "iter_batches",
     "merge_top_k",
     "mine_top_k",

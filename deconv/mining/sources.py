@@ -138,6 +138,27 @@ class SampleCrops(torch.utils.data.Dataset):
         except TypeError:  # a plain f(image) -> tensor
             return self.preprocess(crop)
 
+    def source_boxes(self, ids: torch.Tensor, boxes: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map boxes in crop pixels to the source photo's pixels.
+
+        Args:
+            ids (torch.Tensor): ``[N]`` crop indices.
+            boxes (torch.Tensor): ``[N, 4]`` boxes ``(top, left, bottom, right)`` in the
+                ``size`` x ``size`` crop.
+
+        Returns:
+            tuple[torch.Tensor, torch.Tensor]: the photo index of each crop ``[N]`` (int64) and
+            the boxes in that photo's pixels ``[N, 4]`` (float64), for
+            :func:`deconv.mining.distinct.field_regions`.
+        """
+        table = torch.tensor([[photo, box[1], box[0], (box[2] - box[0]) / self.size]
+                              for photo, _, box in self.crops], dtype=torch.float64)
+        rows = table[ids.long()]
+        scale = rows[:, 3:4]
+        offset = torch.stack([rows[:, 1], rows[:, 2], rows[:, 1], rows[:, 2]], dim=1)
+        return rows[:, 0].long(), boxes.double() * scale + offset
+
     def describe(self, index: int | None = None) -> dict:
         """How the dataset (or crop ``index``) was built, for JSON records and captions."""
         if index is not None:

@@ -144,42 +144,79 @@ def _resize(image: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def render_top_k_figure(panels: Sequence[TopKPanel], path: str | Path, title: str = "",
-                        columns: int = 3, gap: int = 6) -> Path:
+                        columns: int = 3, gap: int = 6, notes: Sequence[str] | None = None,
+                        histograms: Sequence[Sequence[int]] | None = None) -> Path:
     """Write one PNG: a row per channel, its projections (left) beside its patches (right).
 
     A grey label strip on the left of each row names the channel and its best activation.
     Drawn with PIL directly (no matplotlib), so files stay small.
+
+    Args:
+        panels (Sequence[TopKPanel]): one row each.
+        path (str | Path): the PNG.
+        title (str): first line(s) of the figure (``\n`` separates lines).
+        columns (int): tiles per row of a 3 x 3 block.
+        gap (int): white pixels between blocks.
+        notes (Sequence[str] | None): extra label lines per panel (e.g. why it was chosen).
+        histograms (Sequence[Sequence[int]] | None): per panel, counts per class of its
+            entries, drawn as bars right of the patches (bar ``i`` is class ``i``; all bars
+            on one scale: the panel's number of entries).
     """
     from PIL import ImageDraw
 
     if not panels:
         raise ValueError("no panels to draw: every chosen channel had no entries")
+    for what, extra in (("notes", notes), ("histograms", histograms)):
+        if extra is not None and len(extra) != len(panels):
+            raise ValueError(f"{what} must give one entry per panel: {len(extra)} for "
+                             f"{len(panels)} panels")
     blocks = []
     for panel in panels:
         left = tile_images(panel.projections, columns, 2)
         right = tile_images(panel.patches, columns, 2)
         spacer = np.ones((left.shape[0], gap, 3), np.float32)
         blocks.append(np.concatenate([left, spacer, right], axis=1))
-    width = max(b.shape[1] for b in blocks)
-    label_w, head = 70, 18 if title else 0
+    bar_w = 11
+    hist_w = 0 if histograms is None else gap * 3 + bar_w * max(len(h) for h in histograms)
+    width = max(b.shape[1] for b in blocks) + hist_w
+    label_w = 70 if notes is None else 96
+    head = 14 * len(title.splitlines()) + 6 if title else 0
     height = head + sum(b.shape[0] + gap for b in blocks)
     canvas = Image.new("RGB", (label_w + width, height), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((4, 3), title, fill="black")
+        draw.multiline_text((4, 3), title, fill="black", spacing=3)
     y = head
-    for panel, block in zip(panels, blocks):
+    for index, (panel, block) in enumerate(zip(panels, blocks)):
         canvas.paste(Image.fromarray((block * 255).round().astype(np.uint8)), (label_w, y))
         draw.text((4, y + 4), f"ch {panel.channel}", fill="black")
         draw.text((4, y + 18), f"max {panel.values[0]:.3g}", fill="black")
+        if notes is not None:
+            draw.multiline_text((4, y + 32), notes[index], fill="black", spacing=2)
+        if histograms is not None:
+            _draw_histogram(draw, list(histograms[index]), label_w + block.shape[1] + 2 * gap,
+                            y + 4, y + block.shape[0] - 14, bar_w)
         y += block.shape[0] + gap
     return save_palette_png(canvas, path)
+
+
+def _draw_histogram(draw, counts: list[int], x0: int, top: int, base: int, bar_w: int) -> None:
+    """Bars of ``counts`` (one scale: their sum) between ``top`` and ``base``, indices below."""
+    total = max(sum(counts), 1)
+    draw.rectangle((x0 - 1, top, x0 + bar_w * len(counts), base), outline=(190,) * 3)
+    for c, count in enumerate(counts):
+        if count:
+            bar_top = base - round((base - top) * count / total)
+            draw.rectangle((x0 + c * bar_w + 1, bar_top, x0 + (c + 1) * bar_w - 1, base),
+                           fill=(60, 90, 170))
+        draw.text((x0 + c * bar_w + 2, base + 1), str(c), fill="black")
 
 
 def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path, *, k: int = 9,
                   channels: int | Sequence[int] = 4, seed: int = 0, batch_size: int = 16,
                   tile: int = 64, num_workers: int = 0, progress: bool = True,
-                  checkpoint: str | Path | None = None) -> dict:
+                  checkpoint: str | Path | None = None, max_iou: float | None = None,
+                  overlap: str = "iou", candidates: int = 8) -> dict:
     """Mine ``dataset`` once, then write one Fig. 2 PNG per layer and ``topk.json``.
 
     Args:
@@ -197,6 +234,14 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
         num_workers (int): decoding workers.
         progress (bool): progress bars.
         checkpoint (str | Path | None): resumable mining state (see :func:`mine_top_k`).
+        max_iou (float | None): if set, a channel's ``k`` entries are distinct regions: no two
+            of one source overlap by more than this (receptive-field boxes in the source's
+            coordinates, via ``dataset.source_boxes`` when the dataset has it, e.g.
+            :class:`~deconv.mining.SampleCrops`); ``k * candidates`` are mined, then
+            :func:`deconv.mining.distinct_top_k` keeps the best ``k`` non-overlapping ones.
+        overlap (str): ``"iou"`` or ``"min"`` (intersection over the smaller box), see
+            :func:`deconv.mining.distinct.box_iou`.
+        candidates (int): spare candidates per kept entry when ``max_iou`` is set.
 
     Returns:
         dict: what was written to ``topk.json`` (timings, channels, entries, figure paths).
@@ -212,9 +257,19 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
     names = [resolve_layer(loaded, layer) for layer in layers]
     paper = {v: k_ for k_, v in getattr(loaded, "layers", {}).items()}
     start = time.perf_counter()
-    result = mine_top_k(loaded, dataset, names, k=k, batch_size=batch_size,
+    mined_k = k if max_iou is None else k * candidates
+    result = mine_top_k(loaded, dataset, names, k=mined_k, batch_size=batch_size,
                         num_workers=num_workers, progress=progress, checkpoint=checkpoint)
     mining_s = time.perf_counter() - start
+    distinct = None
+    if max_iou is not None:
+        from deconv.mining.distinct import distinct_top_k, field_regions
+
+        first = dataset[0]
+        size = tuple((first[0] if isinstance(first, (tuple, list)) else first).shape[-2:])
+        regions = field_regions(loaded, size, getattr(dataset, "source_boxes", None))
+        result = distinct_top_k(result, regions, k=k, max_iou=max_iou, measure=overlap)
+        distinct = result.meta["distinct"]
     result.save(out / "topk.pt")
 
     def image_of(i: int) -> torch.Tensor:
@@ -227,7 +282,7 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
                     "mining_seconds": result.meta.get("seconds", round(mining_s, 1)),
                     "reused_checkpoint": mining_s < 0.5 * result.meta.get("seconds", 0.0),
                     "mining_images_per_second": result.meta.get("images_per_second"),
-                    "layers": {}}
+                    "distinct": distinct, "layers": {}}
     if hasattr(dataset, "describe"):
         record["dataset"] = dataset.describe()
     for name in names:

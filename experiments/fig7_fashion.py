@@ -1,0 +1,148 @@
+"""Fig. 7 (Zeiler & Fergus 2014) on the trained Fashion-MNIST ZFNet: occlusion, all from one net.
+
+``zfnet-fashion`` (64 px input) gives all five panels per image: (a) the image with the
+occluder where it hurts most, (b) the total activation of the layer-5 feature map
+(``features.13``, rectified conv5) that is strongest in the unoccluded image, per occluder
+position, (c) that map's strongest unit projected by the deconvnet, (d) p(true class), (e) the
+most probable label. The occluder is a 16 px square (1/4 of the side, as 56 px on the paper's
+224 px), stride 4 px in the figures. Two occluders: the paper's grey (the mean training pixel,
+0.286, i.e. 0 in the normalized input) and a background-coloured one (black, pixel value 0:
+Fashion-MNIST items lie on a black background).
+
+The claim (the probability drops when the object is hidden) is measured over the first
+``--images`` (500) correctly classified test images, stride 8 px (7 x 7 positions), with
+:mod:`deconv.occlusion.localization`: the object mask is the pixels of the 64 px model input
+brighter than ``--threshold`` (0.1 on a 0-1 scale); a position is on the object when at least
+half its window lies on the mask and on the background when none of it does. Per fill: the mean
+drop of p(true class) on the object and on the background, the mean difference (bootstrap 95%
+interval) and the fraction of images where hiding the object hurts more. For panel (b): the
+fraction of positions where the map's total rises above its unoccluded value.
+
+Writes ``fig7_fashion_grey.png``, ``fig7_fashion_black.png`` and ``fig7_fashion.json``.
+
+Usage: ``python experiments/fig7_fashion.py [--quick] [--out results]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import deconv
+from deconv.datasets import FASHION_MNIST_CLASSES, fashion_batch_transform, load_fashion_mnist
+from deconv.occlusion.localization import as_dict, inside_outside_of, summarize_inside_outside
+from deconv.plots.occlusion import OcclusionPanel, feature_projection, plot_occlusion_panels
+
+FIGURE_CLASSES = (0, 1, 3, 5, 8, 9)  # T-shirt/top, Trouser, Dress, Sandal, Bag, Ankle boot
+FILLS = {"grey": ("mean", "the paper's grey: the mean training pixel 0.286"),
+         "black": ("black", "background colour: black, pixel value 0")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Sweep, measure, draw, record; returns the JSON record."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None,
+                        help="output directory (default results; --quick: results/quick)")
+    parser.add_argument("--images", type=int, default=500,
+                        help="correctly classified test images for the statistic")
+    parser.add_argument("--patch", type=int, default=16)
+    parser.add_argument("--stride", type=int, default=8, help="stride for the statistic")
+    parser.add_argument("--figure-stride", type=int, default=4, help="stride for the figures")
+    parser.add_argument("--threshold", type=float, default=0.1,
+                        help="object mask: input pixels (0-1) above this")
+    parser.add_argument("--quick", action="store_true", help="40 images, coarse figure grid")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.figure_stride = 40, 8
+    out = Path(args.out or ("results/quick" if args.quick else "results"))
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    loaded = deconv.load_model("zfnet-fashion")
+    images, labels = load_fashion_mnist("test").tensors
+    transform = fashion_batch_transform(loaded.input_size)
+    with torch.no_grad():
+        predicted = torch.cat([loaded.model(transform(images[i:i + 500])).argmax(1)
+                               for i in range(0, len(images), 500)])
+    correct = (predicted == labels).nonzero().flatten()
+    chosen = correct[:args.images].tolist()
+    figure_ids = [int(correct[labels[correct] == c][0]) for c in FIGURE_CLASSES]
+    record = {"model": loaded.name, "source": loaded.source,
+              "test_accuracy": float((predicted == labels).double().mean()),
+              "settings": {k: v for k, v in vars(args).items() if k != "out"},
+              "object_mask": f"pixels of the 64 px input (0-1 scale) > {args.threshold}",
+              "on_object": "window >= 1/2 on the mask", "on_background": "window has no mask "
+              "pixel", "statistic_images": len(chosen), "figure_images": figure_ids,
+              "fills": {}}
+
+    def sweep(index: int, fill: str, stride: int):
+        x = transform(images[index:index + 1])[0]
+        result = deconv.occlusion_sweep(loaded, x, patch=args.patch, stride=stride, fill=fill,
+                                        target=int(labels[index]), layer=5, channel="strongest",
+                                        batch_size=64, progress=False)
+        mask = loaded.deprocess(x)[0] > args.threshold
+        return x, result, mask
+
+    for key, (fill, text) in FILLS.items():
+        tick = time.perf_counter()
+        stats, rises, falls, positions, per_image = [], 0, 0, 0, []
+        for index in chosen:
+            _, result, mask = sweep(index, fill, args.stride)
+            stat = inside_outside_of(result, mask)
+            stats.append(stat)
+            base = result.base_feature_total
+            tol = 1e-6 * max(abs(base), 1.0)
+            rises += int((result.feature_total > base + tol).sum())
+            falls += int((result.feature_total < base - tol).sum())
+            positions += result.feature_total.numel()
+            per_image.append({"id": index, "label": FASHION_MNIST_CLASSES[int(labels[index])],
+                              "base_probability": round(result.base_probability, 4),
+                              **(as_dict(stat) or {"left_out": True})})
+        summary = summarize_inside_outside(stats)
+        summary.update(fill=text, feature_total_rises_fraction=rises / positions,
+                       feature_total_falls_fraction=falls / positions,
+                       seconds=round(time.perf_counter() - tick, 1), per_image=per_image)
+        record["fills"][key] = summary
+        print(f"{key}: {summary['images']} images ({summary['left_out']} without background "
+              f"positions): drop on object {summary['mean_inside_drop']:.3f}, on background "
+              f"{summary['mean_outside_drop']:.3f}, object hurts more in "
+              f"{summary['fraction_object_hurts_more']:.1%}; layer-5 total rises at "
+              f"{summary['feature_total_rises_fraction']:.1%} of positions "
+              f"({summary['seconds']} s)")
+
+        tick = time.perf_counter()
+        panels, fill_rgb = [], (tuple(loaded.mean) if fill == "mean" else (0.0, 0.0, 0.0))
+        figure_record = []
+        for index in figure_ids:
+            x, result, mask = sweep(index, fill, args.figure_stride)
+            projection, note = feature_projection(loaded, x, result.feature_layer,
+                                                  result.feature_channel, result.feature_peak)
+            name = f"#{index} {FASHION_MNIST_CLASSES[int(labels[index])]}"
+            panels.append(OcclusionPanel(name, loaded.deprocess(x).permute(1, 2, 0).numpy(),
+                                         fill_rgb, result, projection, note))
+            stat = inside_outside_of(result, mask)
+            figure_record.append({"id": index, **result.summary(), "inside_outside":
+                                  as_dict(stat)})
+        title = (f"Fig. 7 on {loaded.name}: every panel from this one network (b, c: layer 5 "
+                 f"`features.13`, per image its strongest map; d, e: its softmax). "
+                 f"Occluder {args.patch} px, {text}.\nOver {summary['images']} correctly "
+                 f"classified test images (stride {args.stride}): mean drop of p(true class) "
+                 f"{summary['mean_inside_drop']:.3f} with the occluder on the object vs "
+                 f"{summary['mean_outside_drop']:.3f} on the background; object hurts more in "
+                 f"{summary['fraction_object_hurts_more']:.0%} of images")
+        path = out / f"fig7_fashion_{key}.png"
+        plot_occlusion_panels(panels, path, title=title, dpi=60)
+        summary["figure"] = str(path)
+        summary["figure_images"] = figure_record
+        summary["figure_seconds"] = round(time.perf_counter() - tick, 1)
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "fig7_fashion.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}/fig7_fashion_*.png in {record['seconds']} s")
+    return record
+
+
+if __name__ == "__main__":
+    main()
