@@ -9,7 +9,8 @@ import pytest
 import torch
 from integer_models import IntNet
 
-from deconv.mining import SampleCrops, box_iou, distinct_top_k, field_regions, mine_top_k
+from deconv.mining import SampleCrops, distinct_top_k, mine_top_k
+from deconv.mining.distinct import box_iou, field_regions
 from deconv.receptive_field import receptive_field
 
 LAYERS = ["conv1", "relu1", "pool", "relu2"]  # fields 3, 3, 4, 8 px on 8 px images
