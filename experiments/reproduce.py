@@ -24,6 +24,7 @@ ROOT = HERE.parent
 STEPS: list[tuple[str, list[str]]] = [
     ("models_smoke", []),
     ("project_example", []),
+    ("projection_rules", []),  # the same unit with the deconvnet, guided and gradient rules
     ("fig2_top9", []),
     ("fig2_fashion", []),
     ("fig6_filters", []),
