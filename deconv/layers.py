@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from deconv.model_state import registered_hooks
+from deconv.model_state import eval_mode, registered_hooks
 
 __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
            "get_layer", "paper_layers_of", "register_paper_layers", "capture_outputs"]
@@ -141,7 +141,7 @@ def get_layer(model, layer: str | int) -> nn.Module:
 @torch.no_grad()
 def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Run ``model`` once and copy the outputs of ``layers``; no hook is left behind.
+    """Run ``model`` once (in eval mode) and copy the outputs of ``layers``; no hook is left.
 
     Args:
         model (nn.Module | LoadedModel): the network (not modified).
@@ -169,8 +169,9 @@ def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
             store[name] = (out.reshape(out.shape[0], -1) if flatten else out).clone()
         return hook
 
-    with registered_hooks(module.get_submodule(name).register_forward_hook(hook_for(name))
-                          for name in dict.fromkeys(names)):
+    with eval_mode(module), registered_hooks(
+            module.get_submodule(name).register_forward_hook(hook_for(name))
+            for name in dict.fromkeys(names)):
         output = module(images)
     missing = [n for n in names if n not in store]
     if missing:

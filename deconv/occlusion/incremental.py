@@ -53,6 +53,7 @@ from torch import fx, nn
 
 from deconv._deprecation import warn_deprecated
 from deconv.layers import module_of, resolve_layer
+from deconv.model_state import eval_mode
 from deconv.occlusion.incremental_cache import SpatialCache, band_update, source_rows
 from deconv.occlusion.incremental_plan import (
     ChainPlan,
@@ -206,7 +207,8 @@ def _forward_capturing(module: nn.Module, batch: torch.Tensor, capture: str | No
         handle = _capture_module(module, capture).register_forward_hook(
             lambda _m, _i, out: seen.append(_reduce(out, reduce)))
     try:
-        output = module(batch)
+        with eval_mode(module):  # the naive fall-back also serves models in training mode
+            output = module(batch)
     finally:
         if handle is not None:
             handle.remove()

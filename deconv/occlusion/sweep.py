@@ -8,8 +8,11 @@ really uses the object, the probability drops where the object is hidden.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +23,7 @@ from tqdm.auto import tqdm
 
 from deconv._deprecation import warn_deprecated
 from deconv.layers import resolve_layer
+from deconv.model_state import eval_mode
 from deconv.occlusion.engines import capture_layer_output, evaluate_occluded, occlusion_methods
 from deconv.occlusion.fills import make_fill
 from deconv.occlusion.grid import occluder_boxes, window_average
@@ -121,6 +125,28 @@ class OcclusionResult:
         return out
 
 
+def _in_eval_mode(sweep: Callable[..., OcclusionResult]) -> Callable[..., OcclusionResult]:
+    """Run ``sweep`` with its model (and feature model) in eval mode, restored afterwards."""
+
+    @functools.wraps(sweep)
+    def wrapper(model, image, **options) -> OcclusionResult:
+        feature_model = options.get("feature_model")
+        modules = [_unwrap(m, what)[0] for m, what in ((model, "model"),
+                                                       (feature_model, "feature_model"))
+                   if m is not None]
+        if any(m.training for m in modules):
+            warnings.warn("the model is in training mode: the sweep runs it in eval mode "
+                          "(no dropout, batch-norm running statistics) and puts it back; call "
+                          "model.eval() to silence this", stacklevel=2)
+        with ExitStack() as stack:
+            for m in modules:
+                stack.enter_context(eval_mode(m))
+            return sweep(model, image, **options)
+
+    return wrapper
+
+
+@_in_eval_mode
 def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.Image | np.ndarray,
                     *, patch: int | tuple[int, int], stride: int | tuple[int, int],
                     fill: str | float | torch.Tensor = "mean", target: int | str | None = None,
@@ -188,9 +214,6 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
     fill_image, fill_text = make_fill(fill, x, patch=patch_hw,
                                       normalize=loaded.normalize if loaded else None)
     boxes, rows, cols = occluder_boxes(height, width, patch_hw, stride_hw)
-    if module.training:
-        warnings.warn("the model is in training mode (dropout / batch-norm statistics make the "
-                      "sweep noisy); call model.eval() first", stacklevel=2)
 
     same_model = feature_model is None or feature_model is model
     f_module, f_loaded = (module, loaded) if same_model else _unwrap(feature_model,
