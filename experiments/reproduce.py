@@ -30,8 +30,10 @@ STEPS: list[tuple[str, list[str]]] = [
     ("fig6_filters", []),
     ("fig_activation_maps", []),
     ("fig7_occlusion", []),
+    ("fig7_fashion", []),
     ("table1_correspondence", []),
     ("fig5_invariance", []),
+    ("fig5_fashion", []),
     ("fig_optimization", []),  # after fig2_top9: reuses its mined top-9
     ("train_zfnet", []),  # reuses the committed checkpoints; --retrain to train again
     ("fig4_evolution", []),
