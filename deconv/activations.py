@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of, resolve_layer
 from deconv.mining.sources import iter_batches
 from deconv.mining.taps import LayerTaps
@@ -40,7 +41,7 @@ def feature_maps(model, image: torch.Tensor, layer: str | int) -> torch.Tensor:
     if image.ndim == 3:
         image = image[None]
     if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"give one image [3, H, W], got shape {tuple(image.shape)}")
+        raise InvalidArgumentError(f"give one image [3, H, W], got shape {tuple(image.shape)}")
     name = resolve_layer(model, layer)
     captured: list[torch.Tensor] = []
     param = next(module_of(model).parameters(), None)
@@ -68,7 +69,7 @@ def map_grid(maps: torch.Tensor, columns: int | None = None, normalize: str = "p
         pad (int): pixels between tiles.
     """
     if normalize not in ("per-map", "shared"):
-        raise ValueError(f"normalize must be 'per-map' or 'shared', got {normalize!r}")
+        raise InvalidArgumentError(f"normalize must be 'per-map' or 'shared', got {normalize!r}")
     maps = maps.detach().float().cpu()
     c, h, w = maps.shape
     low = maps.amin(dim=(1, 2), keepdim=True).clamp(max=0)
@@ -97,7 +98,7 @@ def first_conv(model) -> tuple[str, nn.Conv2d]:
     for name, module in module_of(model).named_modules():
         if isinstance(module, nn.Conv2d):
             return name, module
-    raise ValueError("the model has no nn.Conv2d, so it has no layer-1 filters to show")
+    raise InvalidArgumentError("the model has no nn.Conv2d, so it has no layer-1 filters to show")
 
 
 def filter_grid(weight: torch.Tensor, columns: int | None = None, pad: int = 1) -> np.ndarray:
@@ -111,7 +112,8 @@ def filter_grid(weight: torch.Tensor, columns: int | None = None, pad: int = 1) 
         np.ndarray: ``[H, W, 3]`` float image in [0, 1] (white padding).
     """
     if weight.ndim != 4:
-        raise ValueError(f"expected conv weights [F, C, kh, kw], got {tuple(weight.shape)}")
+        raise InvalidArgumentError(
+            f"expected conv weights [F, C, kh, kw], got {tuple(weight.shape)}")
     w = weight.detach().float().cpu()
     if w.shape[1] != 3:
         w = w.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
@@ -252,7 +254,7 @@ def dead_map_stats(counts: DeadMapCounts, atol: float = 0.0, dead_fraction: floa
                    ) -> dict[str, DeadMapStats]:
     """Turn (possibly reduced) :class:`DeadMapCounts` into :class:`DeadMapStats` per layer."""
     if not 0 < dead_fraction <= 1:
-        raise ValueError(f"dead_fraction must be in (0, 1], got {dead_fraction}")
+        raise InvalidArgumentError(f"dead_fraction must be in (0, 1], got {dead_fraction}")
     images = counts.images
     stats = {}
     for name, active in counts.active.items():
@@ -290,7 +292,7 @@ def dead_feature_maps(model, data, layers: Sequence[str | int], *, atol: float =
         dict[str, DeadMapStats]: per module name.
     """
     if not 0 < dead_fraction <= 1:
-        raise ValueError(f"dead_fraction must be in (0, 1], got {dead_fraction}")
+        raise InvalidArgumentError(f"dead_fraction must be in (0, 1], got {dead_fraction}")
     counts = dead_map_counts(model, data, layers, atol=atol, batch_size=batch_size,
                              preprocess=preprocess, progress=progress)
     return dead_map_stats(counts, atol, dead_fraction)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deconv.errors import InvalidArgumentError, UnknownNameError
 from deconv.layers import capture_outputs
 
 __all__ = ["PARTS", "FaceImage", "DeltaStats", "LANDMARKS_PATH", "load_face_landmarks",
@@ -106,16 +107,16 @@ def face_images(size: int = 224, names: Sequence[str] | None = None,
     out = []
     for name in names:
         if name not in entries:
-            raise KeyError(f"unknown face image {name!r}; available: {list(entries)}")
+            raise UnknownNameError(f"unknown face image {name!r}; available: {list(entries)}")
         entry = entries[name]
         photo = sample_images([entry["sample"]])[0].image
         if list(photo.size) != list(entry["size"]):
-            raise ValueError(f"{name}: photo is {photo.size}, landmarks were made on "
-                             f"{entry['size']}; re-annotate")
+            raise InvalidArgumentError(f"{name}: photo is {photo.size}, landmarks were made on "
+                                                 f"{entry['size']}; re-annotate")
         crop = entry["face_crop"]
         side = crop[2] - crop[0]
         if crop[3] - crop[1] != side:
-            raise ValueError(f"{name}: face_crop {crop} is not square")
+            raise InvalidArgumentError(f"{name}: face_crop {crop} is not square")
         picture = photo.crop(tuple(crop)).resize((size, size), Image.BILINEAR)
         if entry["mirror"]:
             picture = picture.transpose(Image.FLIP_LEFT_RIGHT)
@@ -145,7 +146,7 @@ def transform_box(box: Sequence[int], crop: Sequence[int], size: int, mirror: bo
     x0, y0 = max(0, x0), max(0, y0)
     x1, y1 = min(size, x1), min(size, y1)
     if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box {list(box)} lies outside the crop {list(crop)}")
+        raise InvalidArgumentError(f"box {list(box)} lies outside the crop {list(crop)}")
     return (x0, y0, x1, y1)
 
 
@@ -158,8 +159,9 @@ def sign_hamming(a: torch.Tensor, b: torch.Tensor) -> float:
     """
     a, b = a.reshape(-1), b.reshape(-1)
     if a.numel() != b.numel() or a.numel() == 0:
-        raise ValueError(f"need two non-empty vectors of equal length, got {a.numel()} and "
-                         f"{b.numel()}")
+        raise InvalidArgumentError(
+            f"need two non-empty vectors of equal length, got {a.numel()} and "
+            f"{b.numel()}")
     return float((torch.sign(a) != torch.sign(b)).double().mean())
 
 
@@ -170,8 +172,8 @@ def pairwise_sign_hamming(eps: torch.Tensor) -> torch.Tensor:
         torch.Tensor: float64 ``[N, N]`` (zero diagonal).
     """
     if eps.ndim < 2 or eps.shape[0] < 2:
-        raise ValueError(f"need at least two difference vectors [N, ...], got shape "
-                         f"{list(eps.shape)}")
+        raise InvalidArgumentError(f"need at least two difference vectors [N, ...], got shape "
+                                             f"{list(eps.shape)}")
     signs = torch.sign(eps.reshape(eps.shape[0], -1))
     n = signs.shape[0]
     out = torch.zeros(n, n, dtype=torch.float64)
@@ -203,8 +205,9 @@ def occlude_boxes(images: torch.Tensor, boxes: Sequence[Box], fill: float | torc
             pixel of a normalized model input).
     """
     if len(boxes) != images.shape[0]:
-        raise ValueError(f"need one box per image: {len(boxes)} boxes for {images.shape[0]} "
-                         "images")
+        raise InvalidArgumentError(
+            f"need one box per image: {len(boxes)} boxes for {images.shape[0]} "
+            "images")
     out = images.clone()
     value = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
     if value.ndim == 1:

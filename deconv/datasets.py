@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from deconv.errors import FashionMNISTNotFoundError, InvalidArgumentError, MissingFileError
+
 __all__ = ["FASHION_MNIST_CLASSES", "FashionMNISTNotFoundError", "read_idx",
            "fashion_mnist_dirs", "load_fashion_mnist", "fashion_batch_transform",
            "image_folder_dataset"]
@@ -37,9 +39,6 @@ _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
-
-class FashionMNISTNotFoundError(FileNotFoundError):
-    """Raised when no Fashion-MNIST idx files are found; the message says how to get them."""
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -63,14 +62,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an idx file (bad magic number {raw[:4]!r})")
+        raise InvalidArgumentError(f"{path} is not an idx file (bad magic number {raw[:4]!r})")
     dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
     header = 4 + 4 * ndim
     shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">i4"))
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes of data) but the "
-                         f"file holds {len(raw) - header} bytes; the file is truncated or corrupt")
+        raise InvalidArgumentError(
+            f"{path}: header says shape {shape} ({expected} bytes of data) but the "
+            f"file holds {len(raw) - header} bytes; the file is truncated or corrupt")
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="), copy=True)
 
@@ -115,13 +115,13 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
         ValueError: unknown split. FashionMNISTNotFoundError: no files and no download asked.
     """
     if split not in _FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InvalidArgumentError(f"split must be 'train' or 'test', got {split!r}")
     dirs = fashion_mnist_dirs(root)
     image_name, label_name = _FILES[split]
     images, labels = _find(image_name, dirs), _find(label_name, dirs)
     if (images is None or labels is None) and download:
         if root is None:
-            raise ValueError("download=True needs a root folder to download into")
+            raise InvalidArgumentError("download=True needs a root folder to download into")
         from torchvision.datasets import FashionMNIST
 
         FashionMNIST(str(root), train=split == "train", download=True)
@@ -135,7 +135,8 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
     x = torch.from_numpy(read_idx(images)).unsqueeze(1)
     y = torch.from_numpy(read_idx(labels).astype(np.int64))
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{images} has {x.shape[0]} images but {labels} has {y.shape[0]} labels")
+        raise InvalidArgumentError(
+            f"{images} has {x.shape[0]} images but {labels} has {y.shape[0]} labels")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return TensorDataset(x, y)
@@ -161,7 +162,7 @@ def fashion_batch_transform(size: int = 64, mean: float = 0.2860, std: float = 0
         Callable[[torch.Tensor], torch.Tensor]: the transform (runs on the batch's device).
     """
     if size < 1 or channels < 1:
-        raise ValueError(f"size and channels must be positive, got {size} and {channels}")
+        raise InvalidArgumentError(f"size and channels must be positive, got {size} and {channels}")
 
     def transform(batch: torch.Tensor) -> torch.Tensor:
         x = batch.float().div_(255.0)
@@ -197,7 +198,7 @@ def image_folder_dataset(root: str | Path, size: int, mean: Sequence[float],
     from torchvision import datasets, transforms
 
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a directory")
+        raise MissingFileError(f"image folder {root} does not exist or is not a directory")
     if train:
         steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
     else:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError
+
 __all__ = ["DistributedContext", "all_gather_objects", "all_reduce_counts", "barrier",
            "current_context",
            "distributed_session", "env_world_size", "gather_objects", "shard_range"]
@@ -67,9 +69,10 @@ def shard_range(length: int, rank: int, world_size: int) -> tuple[int, int]:
         ValueError: negative ``length`` or a rank outside ``[0, world_size)``.
     """
     if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
+        raise InvalidArgumentError(f"length must be >= 0, got {length}")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+        raise InvalidArgumentError(
+            f"rank must be in [0, world_size), got rank {rank} of {world_size}")
     return length * rank // world_size, length * (rank + 1) // world_size
 
 
@@ -126,9 +129,10 @@ def distributed_session(device: str | torch.device | None = None, backend: str |
     if backend is None:
         backend = "nccl" if run_device.type == "cuda" else "gloo"
     if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
+        raise InvalidArgumentError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     if backend == "nccl" and run_device.type != "cuda":
-        raise ValueError("the NCCL backend needs --device cuda; use backend='gloo' on the CPU")
+        raise InvalidArgumentError(
+            "the NCCL backend needs --device cuda; use backend='gloo' on the CPU")
     if run_device.type == "cuda":
         torch.cuda.set_device(run_device)
     created = False
@@ -190,10 +194,11 @@ def all_reduce_counts(counts: dict[str, torch.Tensor], op: str = "sum") -> dict[
         TypeError: a floating-point tensor.
     """
     if op not in ("sum", "max"):
-        raise ValueError(f"op must be 'sum' or 'max', got {op!r}")
+        raise InvalidArgumentError(f"op must be 'sum' or 'max', got {op!r}")
     for name, tensor in counts.items():
         if tensor.is_floating_point() or tensor.is_complex():
-            raise TypeError(f"{name!r} is {tensor.dtype}; exact reductions need integer counts")
+            raise InvalidTypeError(
+                f"{name!r} is {tensor.dtype}; exact reductions need integer counts")
     out = {name: tensor.detach().to("cpu", torch.int64) for name, tensor in counts.items()}
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return out

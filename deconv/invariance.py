@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.layers import capture_outputs, module_of, resolve_layer
 
 __all__ = ["TRANSFORMS", "InvarianceCurves", "translate_vertical", "scale_image",
@@ -39,7 +40,8 @@ def translate_vertical(x: torch.Tensor, pixels: int) -> torch.Tensor:
         pixels (int): whole pixels (exact, no interpolation).
     """
     if isinstance(pixels, bool) or not isinstance(pixels, numbers.Integral):
-        raise TypeError(f"vertical translation must be a whole number of pixels, got {pixels!r}")
+        raise InvalidTypeError(
+            f"vertical translation must be a whole number of pixels, got {pixels!r}")
     height = x.shape[-2]
     out = torch.zeros_like(x)
     if abs(pixels) >= height:
@@ -59,7 +61,7 @@ def scale_image(x: torch.Tensor, factor: float) -> torch.Tensor:
         factor (float): positive ratio; 1 returns an exact copy.
     """
     if not (isinstance(factor, numbers.Real) and math.isfinite(factor) and factor > 0):
-        raise ValueError(f"scale factor must be a positive finite number, got {factor!r}")
+        raise InvalidArgumentError(f"scale factor must be a positive finite number, got {factor!r}")
     if factor == 1:
         return x.clone()
     return _affine(x, torch.eye(2, dtype=torch.float64) / factor)
@@ -73,7 +75,7 @@ def rotate_image(x: torch.Tensor, degrees: float) -> torch.Tensor:
         degrees (float): angle; multiples of 360 return an exact copy.
     """
     if not (isinstance(degrees, numbers.Real) and math.isfinite(degrees)):
-        raise ValueError(f"rotation angle must be a finite number, got {degrees!r}")
+        raise InvalidArgumentError(f"rotation angle must be a finite number, got {degrees!r}")
     if degrees % 360 == 0:
         return x.clone()
     a = math.radians(degrees)
@@ -89,7 +91,7 @@ def _affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     single = x.ndim == 3
     batch = x.unsqueeze(0) if single else x
     if batch.ndim != 4:
-        raise ValueError(f"expected [C, H, W] or [N, C, H, W], got shape {list(x.shape)}")
+        raise InvalidArgumentError(f"expected [C, H, W] or [N, C, H, W], got shape {list(x.shape)}")
     height, width = batch.shape[-2:]
     to_pixels = torch.diag(torch.tensor([width / 2, height / 2], dtype=torch.float64))
     to_unit = torch.diag(torch.tensor([2 / width, 2 / height], dtype=torch.float64))
@@ -110,7 +112,7 @@ def transform_image(x: torch.Tensor, kind: str, amount: float) -> torch.Tensor:
         return scale_image(x, amount)
     if kind == "rotate":
         return rotate_image(x, amount)
-    raise ValueError(f"unknown transform {kind!r}; choose one of {list(TRANSFORMS)}")
+    raise InvalidArgumentError(f"unknown transform {kind!r}; choose one of {list(TRANSFORMS)}")
 
 
 @dataclass
@@ -157,11 +159,11 @@ def invariance_curves(model, images: torch.Tensor, kind: str, amounts: Sequence[
         InvarianceCurves: distances per layer and probabilities, ``[N, len(amounts)]``.
     """
     if kind not in TRANSFORMS:
-        raise ValueError(f"unknown transform {kind!r}; choose one of {list(TRANSFORMS)}")
+        raise InvalidArgumentError(f"unknown transform {kind!r}; choose one of {list(TRANSFORMS)}")
     if images.ndim != 4:
-        raise ValueError(f"images must be [N, C, H, W], got shape {list(images.shape)}")
+        raise InvalidArgumentError(f"images must be [N, C, H, W], got shape {list(images.shape)}")
     if not amounts:
-        raise ValueError("give at least one amount to sweep")
+        raise InvalidArgumentError("give at least one amount to sweep")
     names = [resolve_layer(model, layer) for layer in layers]
     module = module_of(model)
     base = capture_outputs(module, images, names)
@@ -171,8 +173,8 @@ def invariance_curves(model, images: torch.Tensor, kind: str, amounts: Sequence[
         if targets is None:
             targets = base_prob.argmax(dim=1).tolist()
         elif len(targets) != images.shape[0]:
-            raise ValueError(f"need one target per image: {len(targets)} for "
-                             f"{images.shape[0]} images")
+            raise InvalidArgumentError(f"need one target per image: {len(targets)} for "
+                                                 f"{images.shape[0]} images")
     distances = {name: torch.zeros(images.shape[0], len(amounts), dtype=torch.float64)
                  for name in names}
     probability = torch.zeros(images.shape[0], len(amounts), dtype=torch.float64)

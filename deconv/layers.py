@@ -8,7 +8,9 @@ output of the ``Conv2d`` before it (the pre-activation ``z``). A paper layer num
 maps each number to a module name, and :func:`deconv.load_model` also records that map for the
 bare module in a registry keyed (weakly) by the module, so ``loaded.model`` understands the
 numbers too without any attribute being added to it. Your own model can join with
-:func:`register_paper_layers`.
+:func:`register_paper_layers`. On a model with paper layers a digit string that is a paper
+layer number means that layer, and ``"module:NAME"`` names a module whatever it looks like
+(:func:`resolve_layer`).
 """
 
 from __future__ import annotations
@@ -20,22 +22,17 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from deconv.errors import InvalidTypeError, LayerNotRunError, ReusedModuleError, UnknownLayerError
 from deconv.model_state import eval_mode, registered_hooks
 
 __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
-           "get_layer", "paper_layers_of", "register_paper_layers", "capture_outputs"]
+           "get_layer", "paper_layers_of", "register_paper_layers", "capture_outputs",
+           "MODULE_PREFIX", "LAYER_RULE", "ModuleName"]
 
 # module -> {paper layer number: module name}; weak, so a registered module can still be freed.
 _PAPER_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[int, str]] = weakref.WeakKeyDictionary()
 
 
-class UnknownLayerError(ValueError):
-    """Raised when a layer name or paper layer number does not exist in a model."""
-
-
-class ReusedModuleError(RuntimeError):
-    """Raised when a tapped module runs more than once per forward (e.g. ResNet's shared relu),
-    so "its output" is ambiguous: tap a module that runs once."""
 
 
 def module_of(model) -> nn.Module:
@@ -44,7 +41,7 @@ def module_of(model) -> nn.Module:
     if isinstance(inner, nn.Module) and not isinstance(model, nn.Module):
         return inner
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidTypeError(
             f"expected a torch.nn.Module or a deconv LoadedModel, got {type(model).__name__}"
         )
     return model
@@ -94,37 +91,75 @@ def layer_names(model) -> list[str]:
     return [name for name, _ in module_of(model).named_modules() if name]
 
 
+#: Prefix that forces a module name (``"module:3"``): the way to reach a module whose name is
+#: made of digits on a model that has paper layer numbers.
+MODULE_PREFIX = "module:"
+
+#: The layer rule, as the CLI's ``--help`` states it.
+LAYER_RULE = ("a module name as model.named_modules() names it (e.g. features.11), or a paper "
+              "layer number (e.g. 5) on models that define paper layers; there digits mean the "
+              "paper layer when it exists, and module:N names the module called N")
+
+
+class ModuleName(str):
+    """A module name that :func:`resolve_layer` returned: resolving it again gives itself
+    (so ``"3"`` reached as ``"module:3"`` stays module ``"3"`` when passed on)."""
+
+
 def resolve_layer(model, layer: str | int) -> str:
     """Turn a layer name or paper layer number into a ``named_modules()`` name.
 
+    The one rule, for the API and every CLI command alike:
+
+    - an ``int`` is a paper layer number, and so is a string of digits (``"3"``) that is one
+      of the model's paper layer numbers;
+    - ``"module:NAME"`` is the module ``NAME`` whatever it looks like (``"module:3"`` reaches a
+      module named ``"3"`` on a model whose paper layer 3 is another module);
+    - any other string is a module name (digits too, when they are not a paper layer number).
+
+    The returned name is a :class:`ModuleName`, which resolves to itself.
+
     Args:
         model (nn.Module | LoadedModel): the model.
-        layer (str | int): a module name such as ``"features.11"``, or a paper layer number
-            (``int`` or a digit string) for models that have paper layers
-            (:func:`paper_layers_of`).
+        layer (str | int): as above.
 
     Returns:
         str: the module name.
 
     Raises:
         UnknownLayerError: the name or number does not exist; the message lists valid choices.
+        InvalidTypeError: ``layer`` is neither a str nor an int.
     """
-    names = layer_names(model)
-    paper = paper_layers_of(model)
     if isinstance(layer, bool) or not isinstance(layer, (str, int)):
-        raise TypeError(f"layer must be a module name (str) or a paper layer number (int), "
-                        f"got {type(layer).__name__}")
-    is_number = isinstance(layer, int) or (layer.isdigit() and layer not in names)
+        raise InvalidTypeError(f"layer must be a module name (str) or a paper layer number "
+                               f"(int), got {type(layer).__name__}")
+    names = layer_names(model)
+    if isinstance(layer, ModuleName) and layer in names:
+        return layer
+    paper = paper_layers_of(model)
+    if isinstance(layer, str) and layer.startswith(MODULE_PREFIX):
+        name = layer[len(MODULE_PREFIX):]
+        if name in names:
+            return ModuleName(name)
+        return _unknown_name(name, names, paper)
+    is_number = isinstance(layer, int) or (
+        layer.isdigit() and (int(layer) in paper or layer not in names))
     if is_number:
         number = int(layer)
         if number in paper:
-            return paper[number]
+            return ModuleName(paper[number])
         hint = (f"paper layers of this model: {sorted(paper)}" if paper else
                 "this model defines no paper layer numbers; use a module name")
+        if str(layer) in names:
+            hint += f" (for the module named {str(layer)!r} write {MODULE_PREFIX}{layer})"
         raise UnknownLayerError(f"unknown paper layer {number}: {hint}. Module names: "
                                 f"{_short_list(names)}")
     if layer in names:
-        return layer
+        return ModuleName(layer)
+    return _unknown_name(layer, names, paper)
+
+
+def _unknown_name(layer: str, names: list[str], paper: dict[int, str]):
     close = difflib.get_close_matches(layer, names, n=3)
     hint = f" Did you mean {close}?" if close else ""
     raise UnknownLayerError(
@@ -175,7 +210,7 @@ def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
         output = module(images)
     missing = [n for n in names if n not in store]
     if missing:
-        raise RuntimeError(f"layers {missing} were not run by the model's forward")
+        raise LayerNotRunError(f"layers {missing} were not run by the model's forward")
     return {name: store[name] for name in names}, (output if isinstance(output, torch.Tensor)
                                                    else None)
 

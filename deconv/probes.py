@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.layers import get_layer, resolve_layer
 from deconv.model_state import eval_mode, registered_hooks
 from deconv.training.loop import iterate_batches
@@ -78,7 +79,7 @@ def layer_features(model: nn.Module, data: Dataset | torch.Tensor, layers: Seque
         per module name, and the labels (None when ``data`` is a tensor).
     """
     if grid < 1:
-        raise ValueError(f"grid must be >= 1, got {grid}")
+        raise InvalidArgumentError(f"grid must be >= 1, got {grid}")
     net = getattr(model, "model", model)
     names = [resolve_layer(model, layer) for layer in layers]
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
@@ -130,10 +131,10 @@ def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int | None =
         LinearProbe: the fitted probe (float32 tensors).
     """
     if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"expected features [N, dims] and labels [N] with N > 0, "
-                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InvalidArgumentError(f"expected features [N, dims] and labels [N] with N > 0, "
+                                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
     if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
+        raise InvalidArgumentError(f"l2 must be >= 0, got {l2}")
     classes = int(y.max()) + 1 if num_classes is None else num_classes
     x64 = x.double()
     mean = x64.mean(0)
@@ -187,7 +188,7 @@ def probe_layers(model: nn.Module, train_data: Dataset, test_data: Dataset,
     test_x, test_y = layer_features(model, test_data, layers, batch_transform, grid,
                                     device=device)
     if train_y is None or test_y is None:
-        raise TypeError("train_data and test_data must yield (input, label) pairs")
+        raise InvalidTypeError("train_data and test_data must yield (input, label) pairs")
     classes = int(max(train_y.max(), test_y.max())) + 1
     out = {}
     for layer in layers:

@@ -15,14 +15,19 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from deconv.errors import (
+    CorruptImageError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    MissingFileError,
+    UnknownNameError,
+)
+
 __all__ = ["SampleImage", "sample_images", "SAMPLE_NAMES", "open_image", "to_pil",
            "CorruptImageError", "ImageFiles", "list_image_files", "collate_skip_bad"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
-
-class CorruptImageError(ValueError):
-    """Raised when a file cannot be decoded as an image; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def sample_images(names: Sequence[str] | None = None) -> list[SampleImage]:
     out = []
     for name in names:
         if name not in _SAMPLES:
-            raise KeyError(f"unknown sample image {name!r}; available: {list(_SAMPLES)}")
+            raise UnknownNameError(f"unknown sample image {name!r}; available: {list(_SAMPLES)}")
         loader, source, licence = _SAMPLES[name]
         array = loader()
         if isinstance(array, tuple):  # stereo pairs: keep the left view
@@ -122,15 +127,17 @@ def to_pil(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
         array = image
         if array.dtype != np.uint8:
             if not np.isfinite(array).all():
-                raise ValueError("image array contains NaN or inf; clean it before use")
+                raise InvalidArgumentError("image array contains NaN or inf; clean it before use")
             scale = 255.0 if array.max() <= 1.0 else 1.0
             array = np.clip(array * scale, 0, 255).astype(np.uint8)
         if array.ndim == 2:
             array = np.stack([array] * 3, axis=-1)
         if array.ndim != 3 or array.shape[-1] not in (3, 4):
-            raise ValueError(f"image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+            raise InvalidArgumentError(
+                f"image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
         return Image.fromarray(array[..., :3])
-    raise TypeError(f"expected a PIL image, a numpy array or a path, got {type(image).__name__}")
+    raise InvalidTypeError(
+        f"expected a PIL image, a numpy array or a path, got {type(image).__name__}")
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -156,7 +163,7 @@ def list_image_files(root: str | Path) -> list[Path]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a directory")
+        raise MissingFileError(f"image folder {root} does not exist or is not a directory")
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 

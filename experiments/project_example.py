@@ -2,8 +2,8 @@
 
 The same as ``deconv project --model hed-vgg16 --image coffee --layer 5 --out results/``: one
 call of :func:`deconv.plots.save_strongest_projections`, which writes
-``results/project_hed-vgg16_layer5.png`` (image with the unit's receptive field, the projection,
-both cropped to the field) and ``.json`` (the unit and its activation).
+``results/project_hed-vgg16_coffee_layer5.png`` (image with the unit's receptive field, the
+projection, both cropped to the field) and ``.json`` (the unit and its activation).
 
 Usage: ``python experiments/project_example.py [--quick] [--out results]``
 """

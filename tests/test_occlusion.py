@@ -338,9 +338,9 @@ def test_occlude_command_writes_figure_and_json(tmp_path):
                               "--layer", "5", "--patch", "112", "--stride", "112",
                               "--out", str(tmp_path)])
     assert args.func(args) == 0
-    record = json.loads((tmp_path / "occlusion.json").read_text())
+    record = json.loads((tmp_path / "occlusion_coffee.json").read_text())
     assert record["grid"] == [2, 2] and len(record["probability"]) == 2
-    assert record["feature_layer"] and (tmp_path / "occlusion.png").stat().st_size > 1000
+    assert record["feature_layer"] and (tmp_path / "occlusion_coffee.png").stat().st_size > 1000
 
 
 def test_old_feature_pair_still_works_with_a_deprecation_warning():

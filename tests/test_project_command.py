@@ -21,8 +21,8 @@ def test_project_writes_png_and_json_with_the_strongest_units(tmp_path, capsys):
     args = _parse(["--model", "zfnet", "--image", "chelsea", "--layer", "2", "--top", "2",
                    "--size", "96", "--out", str(tmp_path)])
     assert project_command.run(args) == 0
-    png = tmp_path / "project_zfnet_layer2.png"
-    record = json.loads((tmp_path / "project_zfnet_layer2.json").read_text())
+    png = tmp_path / "project_zfnet_chelsea_layer2.png"
+    record = json.loads((tmp_path / "project_zfnet_chelsea_layer2.json").read_text())
     assert png.stat().st_size > 1000 and record["engine"] == "Deconvnet"
     assert record["module"] == "features.5" and len(record["units"]) == 2
     assert record["values"][0] >= record["values"][1] > 0
@@ -34,7 +34,7 @@ def test_channel_restricts_units_and_generic_engine_is_used_on_request(tmp_path)
                    "--channel", "7", "--top", "1", "--size", "64", "--engine", "generic",
                    "--seed", "unit", "--out", str(tmp_path)])
     project_command.run(args)
-    record = json.loads((tmp_path / "project_zfnet_layerfeatures_1.json").read_text())
+    record = json.loads((tmp_path / "project_zfnet_coffee_layerfeatures_1.json").read_text())
     assert record["units"][0][1] == 7 and record["engine"] == "GenericDeconvnet"
 
 

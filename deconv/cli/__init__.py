@@ -1,4 +1,9 @@
-"""``deconv`` command line: one module per subcommand, each with ``register(subparsers)``."""
+"""``deconv`` command line: one module per subcommand, each with ``register(subparsers)``.
+
+Exit status: 0 on success; 2 for a usage error or a refused input (a
+:class:`deconv.errors.DeconvError`), printed as one line ``deconv <command>: error: ...``. Any
+other exception is a bug in ``deconv`` and propagates with its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,23 @@ import argparse
 import importlib
 import sys
 
+from deconv.errors import DeconvError, UsageError
+
 # Subcommand modules, in the order ``deconv --help`` lists them.
 SUBCOMMANDS = ["models", "project", "topk", "occlude", "optimize", "compare"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UsageError` instead of exiting, so
+    :func:`main` prints them in one line and returns 2 (also when called in-process)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="deconv", description="Deconvnet, occlusion and feature analyses for PyTorch CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
@@ -22,12 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deconv`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    command = "deconv"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"deconv {args.command}"
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as exc:
-        print(f"deconv {args.command}: error: {exc}", file=sys.stderr)
+    except DeconvError as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

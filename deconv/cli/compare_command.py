@@ -12,7 +12,10 @@ import json
 import time
 from pathlib import Path
 
+from deconv.cli.arguments import positive_int
+from deconv.errors import InvalidArgumentError
 from deconv.methods import list_methods
+from deconv.validation import check_class_target, check_output_dir
 from deconv.zoo import list_models
 
 
@@ -28,9 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    metavar="METHOD", help="registry names (default: all; see --list)")
     p.add_argument("--target", default=None,
                    help="class index or name for every image (default: each image's top-1)")
-    p.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients steps")
-    p.add_argument("--patch", type=int, default=32, help="occlusion square side (pixels)")
-    p.add_argument("--stride", type=int, default=16, help="occlusion step (pixels)")
+    p.add_argument("--ig-steps", type=positive_int, default=16,
+                   help="integrated-gradients steps")
+    p.add_argument("--patch", type=positive_int, default=32,
+                   help="occlusion square side (pixels)")
+    p.add_argument("--stride", type=positive_int, default=16, help="occlusion step (pixels)")
     p.add_argument("--metrics", action="store_true",
                    help="also compute deletion / insertion AUC (16 steps) per image")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
@@ -68,11 +73,8 @@ def _target_ids(loaded, batch, target: str | None) -> list[int]:
     if target is None:
         with torch.no_grad():
             return loaded.model(batch).argmax(dim=1).tolist()
-    if target.isdigit():
-        return [int(target)] * batch.shape[0]
-    if loaded.categories and target in loaded.categories:
-        return [loaded.categories.index(target)] * batch.shape[0]
-    raise ValueError(f"unknown target {target!r}: give a class index or an exact class name")
+    index = check_class_target(target, len(loaded.categories), loaded.categories)
+    return [index] * batch.shape[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     from deconv.plots import method_grid, save_figure
 
     methods = args.methods or list_methods()
+    out = check_output_dir(args.out, create=False)
     loaded = deconv.load_model(args.model)
     if loaded.categories is None:
-        raise ValueError(f"model {args.model!r} has no classifier head; choose a classifier")
+        raise InvalidArgumentError(
+            f"model {args.model!r} has no classifier head; choose a classifier")
     pictures = _pictures(args.image)
     batch = torch.stack([loaded.preprocess(p) for _, p in pictures])
     targets = _target_ids(loaded, batch, args.target)
@@ -109,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
                                       for x, m, t in zip(batch, maps[name], targets)]
         record["methods"][name] = entry
         print(f"{name:30s} {entry['seconds_per_image']:.2f} s/image", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)
     labels = [f"{n}\n{loaded.categories[t][:16]}" for (n, _), t in zip(pictures, targets)]
     fig = method_grid(loaded.deprocess(batch), maps, labels, title=f"{args.model}")
     save_figure(fig, out / "compare.png")

@@ -1,7 +1,8 @@
 """``deconv occlude``: occlusion sensitivity of one image (Zeiler & Fergus 2014, Fig. 7).
 
-Writes ``occlusion.png`` (the five panels) and ``occlusion.json`` (settings, headline numbers
-and the maps on the grid of occluder positions) to ``--out``.
+Writes ``occlusion_<image>.png`` (the five panels) and ``occlusion_<image>.json`` (settings,
+headline numbers and the maps on the grid of occluder positions) to ``--out``, so several
+images can share one ``--out``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from deconv.cli.arguments import LAYER_HELP, layer_of, nonnegative_int, positive_int
+from deconv.validation import check_class_target, check_output_dir
 from deconv.zoo import list_models
 
 
@@ -22,22 +25,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", required=True,
                    help="image file, or sample:NAME for an offline sample photo")
     p.add_argument("--layer", default=None,
-                   help="feature layer (module name or paper number); none: probabilities only")
-    p.add_argument("--channel", default="strongest",
-                   help="feature map index, or 'strongest' (default)")
+                   help=f"feature {LAYER_HELP} (default: none, probabilities only)")
+    p.add_argument("--channel", default="strongest", type=_channel,
+                   help="feature map index (>= 0), or 'strongest' (default)")
     p.add_argument("--feature-model", default=None, choices=list_models(),
                    help="take the feature map from this zoo model instead of --model")
-    p.add_argument("--patch", type=int, required=True, help="occluder side in input pixels")
-    p.add_argument("--stride", type=int, required=True, help="step between positions")
+    p.add_argument("--patch", type=positive_int, required=True,
+                   help="occluder side in input pixels")
+    p.add_argument("--stride", type=positive_int, required=True, help="step between positions")
     p.add_argument("--fill", default="mean",
                    help="mean, image_mean, zero, black, blur, or a number (model-input units)")
     p.add_argument("--target", default=None, help="class index or name (default: top-1)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--method", default="naive", help="occlusion engine")
     p.add_argument("--no-projection", action="store_true",
                    help="skip the deconvnet projection panel")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
+
+
+def _channel(text: str):
+    return text if text == "strongest" else nonnegative_int(text)
 
 
 def _number_or_text(value: str | None):
@@ -72,13 +80,14 @@ def run(args: argparse.Namespace) -> int:
         picture = open_image(args.image)
     model = deconv.load_model(args.model)
     feature_model = deconv.load_model(args.feature_model) if args.feature_model else model
+    out = check_output_dir(args.out, create=False)
     layer, channel = None, "strongest"
     if args.layer is not None:
-        layer = _number_or_text(args.layer)
-        layer = layer if isinstance(layer, (int, str)) else args.layer
-        channel = _number_or_text(args.channel)
+        layer, channel = layer_of(feature_model, args.layer), args.channel
     fill = _number_or_text(args.fill)
-    target = _number_or_text(args.target)
+    target = args.target
+    if target is not None and model.categories is not None:
+        target = check_class_target(target, len(model.categories), model.categories)
     x = model.preprocess(picture)
     result = occlusion_sweep(model, x, patch=args.patch, stride=args.stride, fill=fill,
                              target=target, layer=layer, channel=channel,
@@ -89,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         projection, note = feature_projection(feature_model, feature_model.preprocess(picture),
                                               result.feature_layer, result.feature_channel,
                                               result.feature_peak)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)
     fill_rgb = tuple(float(v) for v in model.deprocess(
         _fill_pixel(model, x, args, result)).flatten().tolist())
     panel = OcclusionPanel(name, model.deprocess(x).permute(1, 2, 0).numpy(), fill_rgb, result,
@@ -98,15 +106,16 @@ def run(args: argparse.Namespace) -> int:
     title = (f"{name}: probabilities from {model.name}" +
              (f"; feature map from {result.feature_model_name} `{result.feature_layer}`"
               if layer is not None else "") + f"; fill = {result.fill}")
-    plot_occlusion_panels([panel], out / "occlusion.png", title=title)
+    png, record_file = out / f"occlusion_{name}.png", out / f"occlusion_{name}.json"
+    plot_occlusion_panels([panel], png, title=title)
     record = result.summary()
     for key in ("probability", "label", "feature_total"):
         value = getattr(result, key)
         if value is not None:
             record[key] = value.tolist()
-    (out / "occlusion.json").write_text(json.dumps(record, indent=1) + "\n")
+    record_file.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(result.summary(), indent=1))
-    print(f"wrote {out / 'occlusion.png'} and {out / 'occlusion.json'}")
+    print(f"wrote {png} and {record_file}")
     return 0
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from deconv.cli.arguments import LAYER_HELP, layer_of, nonnegative_int, positive_int
+from deconv.validation import check_channel, check_output_dir
 from deconv.zoo import list_models
 
 
@@ -28,20 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("optimize", help="feature visualization by optimization (Olah et al.)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, choices=list_models(), help="zoo model")
-    p.add_argument("--layer", required=True, help="module name or paper layer number")
-    p.add_argument("--channel", required=True, type=int, help="feature map (channel) index")
+    p.add_argument("--layer", required=True, help=LAYER_HELP)
+    p.add_argument("--channel", required=True, type=nonnegative_int,
+                   help="feature map (channel) index")
     sign = p.add_mutually_exclusive_group()
     sign.add_argument("--negative", action="store_true", help="minimize (negative optimum)")
     sign.add_argument("--both", action="store_true", help="positive and negative optima")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--neuron", type=int, nargs=2, metavar=("Y", "X"), default=None,
+    p.add_argument("--neuron", type=nonnegative_int, nargs=2, metavar=("Y", "X"), default=None,
                    help="optimize one unit at (Y, X) of the feature map instead of its mean")
     p.add_argument("--post-activation", action="store_true",
                    help="read the activation layer's output, not its pre-activation")
-    p.add_argument("--size", type=int, default=128, help="image side (default 128)")
-    p.add_argument("--steps", type=int, default=128, help="Adam steps (default 128)")
+    p.add_argument("--size", type=positive_int, default=128, help="image side (default 128)")
+    p.add_argument("--steps", type=positive_int, default=128, help="Adam steps (default 128)")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
-    p.add_argument("--batch", type=int, default=1,
+    p.add_argument("--batch", type=positive_int, default=1,
                    help="images per sign, made distinct by a diversity term")
     p.add_argument("--diversity", type=float, default=100.0,
                    help="weight of the diversity term when --batch > 1 (default 100)")
@@ -56,7 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Optimize and write the images."""
     import deconv
-    from deconv.layers import resolve_layer
     from deconv.optimization import (
         channel,
         diversity,
@@ -69,12 +70,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from deconv.plots.optima import save_image
 
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    out = check_output_dir(args.out, create=False)
     loaded = deconv.load_model(args.model, device=args.device)
-    layer = int(args.layer) if args.layer.isdigit() and int(args.layer) in loaded.layers \
-        else args.layer
-    name = resolve_layer(loaded, layer)
+    name = layer_of(loaded, args.layer)
+    check_channel(args.channel, _channels(loaded, name, args.size, args.device), name)
     pre = not args.post_activation and is_activation_layer(loaded, name)
     if args.neuron:
         unit = neuron(name, args.channel, *args.neuron, pre_activation=pre)
@@ -100,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
     means = evaluate(loaded, channel(name, args.channel), inputs).cpu()
     pre_means = (evaluate(loaded, channel(name, args.channel, pre_activation=True), inputs).cpu()
                  if pre else means)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)
     stem = f"{args.model}_{name}_{args.channel}".replace(".", "-")
     record = {"model": args.model, "layer": name, "channel": args.channel,
               "objectives": {"positive": positive.name, "negative": negative.name},
@@ -117,3 +115,22 @@ def run(args: argparse.Namespace) -> int:
     (out / "optimize.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"optimized {len(labels)} image(s) in {result.seconds:.1f} s")
     return 0
+
+
+def _channels(loaded, name: str, size: int, device: str) -> int:
+    """Channels of layer ``name`` on a ``size`` x ``size`` input (one forward of zeros)."""
+    import torch
+
+    from deconv.mining.taps import LayerTaps
+
+    counts: dict[str, int] = {}
+
+    def count(layer: str, output: torch.Tensor) -> None:
+        counts[layer] = int(output.shape[1])
+
+    param = next(loaded.model.parameters())
+    conv = next((m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    channels = conv.in_channels if conv is not None else 3
+    with LayerTaps(loaded, [name], count) as taps:
+        taps.run(torch.zeros(1, channels, size, size, device=device, dtype=param.dtype))
+    return counts[name]

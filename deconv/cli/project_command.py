@@ -1,7 +1,7 @@
 """``deconv project``: project the strongest unit(s) of a layer of one image to pixel space.
 
 Example: ``deconv project --model hed-vgg16 --image coffee --layer 5 --top 3 --out results/``
-writes ``project_hed-vgg16_layer5.png`` (per unit: the image with the unit's receptive field,
+writes ``project_hed-vgg16_coffee_layer5.png`` (per unit: the image with the unit's receptive field,
 the projection, and both cropped to the field) and a JSON with the units and their values.
 """
 
@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from deconv.cli.arguments import LAYER_HELP, layer_of, nonnegative_int, positive_int
 from deconv.deconvnet.choose import ENGINE_CHOICES
+from deconv.errors import MissingFileError
 from deconv.plots.projections import save_strongest_projections
 from deconv.samples import _SAMPLES, open_image, sample_images
+from deconv.validation import check_output_dir
 from deconv.zoo import list_models, load_model
 
 __all__ = ["register", "run", "load_image"]
@@ -27,12 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="'default', 'none' (random init) or a checkpoint path")
     p.add_argument("--image", required=True,
                    help=f"an image file, or a sample photo name ({', '.join(_SAMPLES)})")
-    p.add_argument("--layer", required=True,
-                   help="module name (e.g. features.29) or paper layer number (e.g. 5)")
-    p.add_argument("--channel", type=int, default=None,
+    p.add_argument("--layer", required=True, help=LAYER_HELP)
+    p.add_argument("--channel", type=nonnegative_int, default=None,
                    help="only units of this feature map (default: any map)")
-    p.add_argument("--top", type=int, default=1, help="how many of the strongest units")
-    p.add_argument("--size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument("--top", type=positive_int, default=1, help="how many of the strongest units")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="input side (default: the model's)")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
                    help="explicit deconvnet (chains of conv/ReLU/pool) or the autograd engine; "
                         "auto picks the explicit one when the model allows it")
@@ -53,20 +56,19 @@ def load_image(spec: str):
         return open_image(path)
     if spec in _SAMPLES:
         return sample_images([spec])[0].image
-    raise FileNotFoundError(f"--image {spec!r} is neither a file nor a sample photo name "
+    raise MissingFileError(f"--image {spec!r} is neither a file nor a sample photo name "
                             f"({', '.join(_SAMPLES)})")
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and image, project the strongest unit(s), write the PNG and JSON."""
-    if args.top < 1:
-        raise ValueError(f"--top must be at least 1, got {args.top}")
+    check_output_dir(args.out, create=False)
     weights = None if args.weights == "none" else args.weights
     loaded = load_model(args.model, weights=weights)
-    layer = int(args.layer) if args.layer.isdigit() and args.layer in map(
-        str, loaded.layers) else args.layer
+    layer_of(loaded, args.layer)  # a bad --layer fails before any work
     image = loaded.preprocess(load_image(args.image), args.size)
-    record = save_strongest_projections(loaded, image, layer, args.out, top=args.top,
+    check_output_dir(args.out)
+    record = save_strongest_projections(loaded, image, args.layer, args.out, top=args.top,
                                         channel=args.channel, seed=args.seed,
                                         engine=args.engine, image_name=args.image)
     png = record["png"]

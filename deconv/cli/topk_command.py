@@ -21,7 +21,11 @@ receptive field beside the k image patches), ``topk.pt`` (the mined result; relo
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from deconv.cli.arguments import LAYER_HELP, layer_of, nonnegative_int, positive_int
+from deconv.errors import MissingFileError
+from deconv.validation import check_checkpoint_file, check_output_dir
 from deconv.zoo import list_models
 
 
@@ -33,24 +37,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True,
                    help="image folder (searched recursively; bad files are skipped), or "
                         "'samples' for crops of the offline sample photos")
-    p.add_argument("--layer", required=True, nargs="+",
-                   help="layer(s): module name(s) or paper layer number(s)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--k", type=int, default=9, help="activations per channel (default 9)")
-    p.add_argument("--count", type=int, default=6,
+    p.add_argument("--layer", required=True, nargs="+", help=f"one or more; each is a {LAYER_HELP}")
+    p.add_argument("--out", required=True,
+                   help="output folder (not inside --data: its figures would be mined next time)")
+    p.add_argument("--k", type=positive_int, default=9, help="activations per channel (default 9)")
+    p.add_argument("--count", type=positive_int, default=6,
                    help="random (seeded) channels per layer, among those alive on k images")
-    p.add_argument("--channels", type=int, nargs="+", default=None,
+    p.add_argument("--channels", type=nonnegative_int, nargs="+", default=None,
                    help="show these channel indices instead of random ones")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=positive_int, default=None,
                    help="input side (default: the model's input size; 128 for 'samples')")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=0, help="image decoding workers")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="image decoding workers")
     p.add_argument("--seed", type=int, default=0, help="seed of the random channel choice")
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda (under torchrun: cuda:LOCAL_RANK) or cuda:N")
     p.add_argument("--checkpoint", default=None,
                    help="file for a resumable mining state (rerun to continue); distributed "
                         "ranks save theirs beside it as <name>.rank<r>-of-<w>.pt")
+    p.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="N",
+                   help="save the --checkpoint state every N batches (default 50); it is also "
+                        "saved on Ctrl-C or a crash")
     p.add_argument("--distributed", action="store_true",
                    help="shard the images over the torch.distributed ranks (Gloo on cpu, NCCL "
                         "on cuda) and merge exactly on rank 0; automatic when WORLD_SIZE > 1")
@@ -72,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     dataset, layers, channels = _inputs(args, loaded)
     record = mine_and_draw(loaded, dataset, layers, args.out, k=args.k, channels=channels,
                            seed=args.seed, batch_size=args.batch_size,
-                           num_workers=args.workers, checkpoint=args.checkpoint)
+                           num_workers=args.workers, checkpoint=args.checkpoint,
+                           checkpoint_every=args.checkpoint_every)
     _print(record)
     return 0
 
@@ -82,14 +90,18 @@ def _inputs(args: argparse.Namespace, loaded) -> tuple:
     from deconv.mining import SampleCrops
     from deconv.samples import ImageFiles
 
+    layers = [layer_of(loaded, x) for x in args.layer]
     if args.data == "samples":
+        check_output_dir(args.out, create=False)
         dataset = SampleCrops(loaded.preprocess, size=args.size or 128)
     else:
+        check_output_dir(args.out, inputs=[args.data], create=False)
         size = args.size or loaded.input_size
         dataset = ImageFiles(args.data, transform=lambda im: loaded.preprocess(im, size=size))
         if len(dataset) == 0:
-            raise FileNotFoundError(f"no image files found under {args.data}")
-    layers = [int(x) if x.isdigit() and int(x) in loaded.layers else x for x in args.layer]
+            raise MissingFileError(f"no image files found under {args.data}")
+    if args.checkpoint is not None and Path(args.checkpoint).exists():
+        check_checkpoint_file(args.checkpoint, "--checkpoint")
     channels = args.channels if args.channels else args.count
     return dataset, layers, channels
 
@@ -98,7 +110,6 @@ def _run_sharded(args: argparse.Namespace) -> int:
     """Mine on every rank (one process without torchrun), merge on rank 0, draw there."""
     import json
     import tempfile
-    from pathlib import Path
 
     import deconv
     from deconv.distributed import distributed_session
@@ -112,7 +123,8 @@ def _run_sharded(args: argparse.Namespace) -> int:
             dataset, layers, channels = _inputs(args, loaded)
             merged = mine_top_k_distributed(
                 loaded, dataset, layers, k=args.k, batch_size=args.batch_size,
-                num_workers=args.workers, pin_memory=args.pin_memory, checkpoint=state)
+                num_workers=args.workers, pin_memory=args.pin_memory, checkpoint=state,
+                checkpoint_every=args.checkpoint_every)
         if merged is None:  # not rank 0: rank 0 draws and writes
             return 0
         # The merged state is marked as the finished whole run: mine_and_draw reuses it.

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.layers import module_of, resolve_layer
 
 __all__ = ["Seeds", "TopUnits", "ProjectionEngine", "SEED_MODES"]
@@ -211,8 +212,9 @@ class ProjectionEngine:
             channels = shape[1]
             if isinstance(channel, bool) or not isinstance(channel, int) \
                     or not 0 <= channel < channels:
-                raise ValueError(f"channel must be an int in [0, {channels}) for layer {name!r}, "
-                                 f"got {channel!r}")
+                raise InvalidArgumentError(
+                    f"channel must be an int in [0, {channels}) for layer {name!r}, "
+                    f"got {channel!r}")
             n = images.shape[0]
             index = torch.arange(n, device=images.device)
             seeds = Seeds(index, torch.full_like(index, channel), None, None, seed)
@@ -235,12 +237,12 @@ class ProjectionEngine:
             TopUnits: ``units`` [k, 4] (or [k, 2] for a 2-D layer) and their ``values``.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+            raise InvalidArgumentError(f"k must be a positive int, got {k!r}")
         act = self.activations(images, layer)
         n = act.shape[0]
         if channel is not None:
             if not 0 <= channel < act.shape[1]:
-                raise ValueError(f"channel must be in [0, {act.shape[1]}), got {channel}")
+                raise InvalidArgumentError(f"channel must be in [0, {act.shape[1]}), got {channel}")
             masked = torch.full_like(act, float("-inf"))
             masked[:, channel] = act[:, channel]
             act = masked
@@ -266,24 +268,26 @@ def _gather_chunks(run: ProjectionRun, seeds: Seeds, chunk_size: int,
 
 def _check_images(images: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor [N, C, H, W], got {type(images).__name__}")
+        raise InvalidTypeError(
+            f"images must be a torch.Tensor [N, C, H, W], got {type(images).__name__}")
     if images.dim() == 3:
-        raise ValueError("images must be a batch [N, C, H, W]; add a batch dimension with "
-                         "images.unsqueeze(0)")
+        raise InvalidArgumentError(
+            "images must be a batch [N, C, H, W]; add a batch dimension with "
+            "images.unsqueeze(0)")
     if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor [N, C, H, W], got shape "
-                         f"{tuple(images.shape)} dtype {images.dtype}")
+        raise InvalidArgumentError(f"images must be a float tensor [N, C, H, W], got shape "
+                                             f"{tuple(images.shape)} dtype {images.dtype}")
     return images.detach()
 
 
 def _check_chunk(chunk_size: int) -> None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        raise InvalidArgumentError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
 
 def _check_seed(seed: str) -> None:
     if seed not in SEED_MODES:
-        raise ValueError(f"seed must be one of {SEED_MODES}, got {seed!r}")
+        raise InvalidArgumentError(f"seed must be one of {SEED_MODES}, got {seed!r}")
 
 
 def _units_to_seeds(units, layer_shape: torch.Size, n_images: int, seed: str,
@@ -291,7 +295,7 @@ def _units_to_seeds(units, layer_shape: torch.Size, n_images: int, seed: str,
     """Validate a unit table against the layer's output shape and turn it into seeds."""
     units = torch.as_tensor(units, device=device)
     if units.is_floating_point() or units.dtype == torch.bool:
-        raise ValueError(f"units must be an integer tensor, got dtype {units.dtype}")
+        raise InvalidArgumentError(f"units must be an integer tensor, got dtype {units.dtype}")
     units = units.long()
     spatial = len(layer_shape) == 4
     width = 4 if spatial else 2
@@ -299,16 +303,18 @@ def _units_to_seeds(units, layer_shape: torch.Size, n_images: int, seed: str,
         units = units.unsqueeze(0)
     if units.dim() != 2 or units.shape[1] != width:
         what = "(image, channel, y, x)" if spatial else "(image, feature)"
-        raise ValueError(f"units must have shape [K, {width}] with rows {what} for a layer whose "
-                         f"output is {tuple(layer_shape[1:])} per image; got "
-                         f"{tuple(units.shape)}")
+        raise InvalidArgumentError(
+            f"units must have shape [K, {width}] with rows {what} for a layer whose "
+            f"output is {tuple(layer_shape[1:])} per image; got "
+            f"{tuple(units.shape)}")
     limits = [n_images, *layer_shape[1:]]
     names = ["image", "channel", "y", "x"] if spatial else ["image", "feature"]
     for column, (name, limit) in enumerate(zip(names, limits)):
         values = units[:, column]
         if values.numel() and (values.min() < 0 or values.max() >= limit):
-            raise ValueError(f"units column {column} ({name}) must be in [0, {limit}); got "
-                             f"values from {int(values.min())} to {int(values.max())}")
+            raise InvalidArgumentError(
+                f"units column {column} ({name}) must be in [0, {limit}); got "
+                f"values from {int(values.min())} to {int(values.max())}")
     if spatial:
         return Seeds(units[:, 0], units[:, 1], units[:, 2], units[:, 3], seed)
     return Seeds(units[:, 0], units[:, 1], None, None, seed)

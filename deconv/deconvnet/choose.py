@@ -13,6 +13,7 @@ from __future__ import annotations
 from deconv.deconvnet.explicit import Deconvnet
 from deconv.deconvnet.generic import GenericDeconvnet
 from deconv.deconvnet.path import UnsupportedModuleError
+from deconv.errors import InvalidArgumentError
 
 __all__ = ["ENGINE_CHOICES", "deconvnet_for"]
 
@@ -43,10 +44,11 @@ def deconvnet_for(model, layer: str | int, engine: str = "auto", rule: str = "de
             invert (the message names the module).
     """
     if engine not in ENGINE_CHOICES:
-        raise ValueError(f"engine must be one of {ENGINE_CHOICES}, got {engine!r}")
+        raise InvalidArgumentError(f"engine must be one of {ENGINE_CHOICES}, got {engine!r}")
     if engine == "explicit" and rule != "deconvnet":
-        raise ValueError(f"the explicit engine computes the deconvnet rule only, not {rule!r}; "
-                         "use engine='generic' or 'auto'")
+        raise InvalidArgumentError(
+            f"the explicit engine computes the deconvnet rule only, not {rule!r}; "
+            "use engine='generic' or 'auto'")
     if engine == "generic" or rule != "deconvnet":
         return GenericDeconvnet(model, rule=rule)
     explicit = Deconvnet(model)

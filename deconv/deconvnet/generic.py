@@ -36,6 +36,7 @@ from torch import nn
 from deconv._deprecation import deprecated_names
 from deconv.deconvnet.base import ProjectionEngine, ProjectionRun, Seeds, _check_images
 from deconv.deconvnet.relu_rules import RULES, RectifierRules, check_model
+from deconv.errors import InvalidArgumentError
 from deconv.model_state import StopForward, eval_mode
 
 #: Crop a unit's input to its receptive-field box when the box is at most this fraction of the
@@ -104,11 +105,12 @@ class GenericDeconvnet(ProjectionEngine):
                  batched_backward: bool | None = None):
         super().__init__(model)
         if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+            raise InvalidArgumentError(f"rule must be one of {RULES}, got {rule!r}")
         if compute_dtype is not None and (not isinstance(compute_dtype, torch.dtype)
                                           or not compute_dtype.is_floating_point):
-            raise ValueError(f"compute_dtype must be None or a floating torch.dtype such as "
-                             f"torch.bfloat16, got {compute_dtype!r}")
+            raise InvalidArgumentError(
+                f"compute_dtype must be None or a floating torch.dtype such as "
+                f"torch.bfloat16, got {compute_dtype!r}")
         check_model(self.module)
         self.rule = rule
         self.skip_normalization = (rule == "deconvnet") if skip_normalization is None \
@@ -140,8 +142,9 @@ class GenericDeconvnet(ProjectionEngine):
         if target.numel() == 1:
             target = target.expand(n)
         if target.numel() != n:
-            raise ValueError(f"target must be one class index or one per image ({n}), got "
-                             f"{target.numel()}")
+            raise InvalidArgumentError(
+                f"target must be one class index or one per image ({n}), got "
+                f"{target.numel()}")
         index = torch.arange(n, device=images.device)
         seeds = Seeds(index, target, None, None, "unit")
         run = _GenericRun(self, images, None)
@@ -213,14 +216,15 @@ class _GenericRun(ProjectionRun):
                 if box["calls"] == 0:
                     raise
         if box["calls"] != 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"module {self.layer!r} runs {box['calls']} times in one forward pass, so 'its "
                 f"output' is ambiguous (a reused module such as ResNet's block ReLU); choose a "
                 f"module that runs once, e.g. the enclosing block")
         output = box["output"]
         if not isinstance(output, torch.Tensor):
-            raise ValueError(f"module {self.layer!r} returns {type(output).__name__}, not a "
-                             f"tensor; choose a module whose output is one tensor")
+            raise InvalidArgumentError(
+                f"module {self.layer!r} returns {type(output).__name__}, not a "
+                f"tensor; choose a module whose output is one tensor")
         shape = torch.Size((1, *output.shape[1:]))
         plan = self._crop_plan(output) if self.engine.crop else None
         self.engine._checked[key] = (shape, plan)

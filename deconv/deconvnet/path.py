@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from deconv.errors import DeconvError
+
 __all__ = ["Step", "UnsupportedModuleError", "trace_path", "SUPPORTED_MODULES"]
 
 GENERIC_HINT = ("use deconv.deconvnet.GenericDeconvnet(model, rule='deconvnet'), which handles "
@@ -45,7 +47,7 @@ SUPPORTED_MODULES = {
 }
 
 
-class UnsupportedModuleError(ValueError):
+class UnsupportedModuleError(DeconvError, ValueError):
     """The explicit :class:`~deconv.Deconvnet` meets a *module* (or operation) it cannot go down.
 
     Raised on the path from the image to the layer: a module outside :data:`SUPPORTED_MODULES`,

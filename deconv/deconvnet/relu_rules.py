@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError
+
 __all__ = ["RULES", "RectifierRules", "check_model"]
 
 RULES = ("deconvnet", "guided", "gradient")
@@ -114,7 +116,7 @@ class RectifierRules(TorchFunctionMode):
     def __init__(self, rule: str = "deconvnet", skip_normalization: bool = False):
         super().__init__()
         if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+            raise InvalidArgumentError(f"rule must be one of {RULES}, got {rule!r}")
         self.rule = rule
         self.skip_normalization = skip_normalization
         self.count = 0
@@ -192,6 +194,6 @@ def check_model(model: nn.Module) -> None:
     """
     for name, module in model.named_modules():
         if isinstance(module, torch.jit.ScriptModule):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"module {name or '<root>'!r} is TorchScript; its ReLUs cannot be intercepted. "
                 f"Pass the original (non-scripted) nn.Module.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from deconv.deconvnet.choose import deconvnet_for
+from deconv.errors import InvalidArgumentError
 
 __all__ = ["project_strongest"]
 
@@ -32,7 +33,7 @@ def project_strongest(model, image: torch.Tensor, layer: str | int, top: int = 1
         ValueError: ``top`` below 1, or an unknown engine.
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be a positive int, got {top!r}")
+        raise InvalidArgumentError(f"top must be a positive int, got {top!r}")
     projector = deconvnet_for(model, layer, engine)
     param = next(projector.module.parameters(), None)
     batch = image[None] if param is None else image[None].to(param.device)

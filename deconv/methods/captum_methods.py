@@ -31,6 +31,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import resolve_layer
 from deconv.methods.gradcam_layer import last_conv_layer
 from deconv.methods.registry import register_method
@@ -119,7 +120,7 @@ def integrated_gradients(model: nn.Module, images: torch.Tensor, target: torch.T
     from captum.attr import IntegratedGradients
 
     if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        raise InvalidArgumentError(f"n_steps must be >= 1, got {n_steps}")
     return IntegratedGradients(model).attribute(
         _needs_grad(images), baselines=0.0, target=target, n_steps=n_steps,
         internal_batch_size=internal_batch_size or n_steps)
@@ -152,7 +153,8 @@ def occlusion(model: nn.Module, images: torch.Tensor, target: torch.Tensor, patc
     from captum.attr import Occlusion
 
     if patch < 1 or stride < 1:
-        raise ValueError(f"patch and stride must be >= 1, got patch={patch}, stride={stride}")
+        raise InvalidArgumentError(
+            f"patch and stride must be >= 1, got patch={patch}, stride={stride}")
     channels = images.shape[1]
     with torch.no_grad():
         return Occlusion(_Probability(model)).attribute(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["last_conv_layer", "ELEMENTWISE"]
 
 #: Module types that keep the shape and act element-wise (followed after the last conv).
@@ -59,8 +61,9 @@ def last_conv_layer(model: nn.Module, image_shape: tuple[int, int, int] = (3, 22
             handle.remove()
     convs = [i for i, (_, module, _) in enumerate(order) if isinstance(module, nn.Conv2d)]
     if not convs:
-        raise ValueError("the model runs no nn.Conv2d, so Grad-CAM has no default layer; pass "
-                         "layer='<module name>' (a layer with a [N, C, h, w] output)")
+        raise InvalidArgumentError(
+            "the model runs no nn.Conv2d, so Grad-CAM has no default layer; pass "
+            "layer='<module name>' (a layer with a [N, C, h, w] output)")
     index = convs[-1]
     shape = order[index][2]
     while (index + 1 < len(order) and isinstance(order[index + 1][1], ELEMENTWISE)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
 from deconv.methods.registry import register_method
 
 __all__ = ["deconvnet", "guided_backprop", "occlusion"]
@@ -54,7 +55,8 @@ def deconvnet(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
     if unit is None:
         return engine.attribute(images, target, chunk_size=chunk_size)
     if not isinstance(unit, tuple) or len(unit) not in (2, 4):
-        raise ValueError(f"unit must be (layer, channel) or (layer, channel, y, x), got {unit!r}")
+        raise InvalidArgumentError(
+            f"unit must be (layer, channel) or (layer, channel, y, x), got {unit!r}")
     layer, channel = unit[0], int(unit[1])
     if len(unit) == 2:
         return engine.project_feature_map(images, layer, channel, chunk_size=chunk_size)

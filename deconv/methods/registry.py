@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from deconv.layers import module_of
 from deconv.model_state import eval_mode
 
@@ -82,10 +83,11 @@ def register_method(name: str, *, family: str, reduction: str, signed: bool = Fa
         ValueError: the name is taken or the reduction is unknown.
     """
     if name in _METHODS:
-        raise ValueError(f"method {name!r} is already registered; pick another name")
+        raise InvalidArgumentError(f"method {name!r} is already registered; pick another name")
     if reduction not in REDUCTIONS or reduction == "none":
-        raise ValueError(f"reduction must be one of {sorted(set(REDUCTIONS) - {'none'})}, "
-                         f"got {reduction!r}")
+        raise InvalidArgumentError(
+            f"reduction must be one of {sorted(set(REDUCTIONS) - {'none'})}, "
+            f"got {reduction!r}")
 
     def wrap(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         _METHODS[name] = MethodInfo(name, function, family, reduction, signed, description)
@@ -110,7 +112,7 @@ def method_info(name: str) -> MethodInfo:
         KeyError: unknown name; the message lists the valid ones.
     """
     if name not in _METHODS:
-        raise KeyError(f"unknown method {name!r}; choose one of {list_methods()}")
+        raise UnknownNameError(f"unknown method {name!r}; choose one of {list_methods()}")
     return _METHODS[name]
 
 
@@ -121,18 +123,19 @@ def as_target(target: int | Sequence[int] | torch.Tensor, n: int) -> torch.Tenso
         ValueError: wrong number of ids. TypeError: not integers.
     """
     if isinstance(target, bool):
-        raise TypeError("target must be class ids (int), not a bool")
+        raise InvalidTypeError("target must be class ids (int), not a bool")
     if isinstance(target, int):
         return torch.full((n,), target, dtype=torch.long)
     t = torch.as_tensor(target)
     if t.is_floating_point() or t.dtype == torch.bool:
-        raise TypeError(f"target must hold integer class ids, got dtype {t.dtype}")
+        raise InvalidTypeError(f"target must hold integer class ids, got dtype {t.dtype}")
     t = t.reshape(-1).long()
     if t.numel() == 1:
         return t.expand(n).clone()
     if t.numel() != n:
-        raise ValueError(f"target has {t.numel()} class ids for {n} images; give one per image "
-                         f"or a single int")
+        raise InvalidArgumentError(
+            f"target has {t.numel()} class ids for {n} images; give one per image "
+            f"or a single int")
     return t
 
 
@@ -143,8 +146,8 @@ def reduce_channels(attributions: torch.Tensor, rule: str) -> torch.Tensor:
         ValueError: unknown rule or a tensor that is not 4-D.
     """
     if attributions.dim() != 4:
-        raise ValueError(f"attributions must be [N, C, H, W], got shape "
-                         f"{tuple(attributions.shape)}")
+        raise InvalidArgumentError(f"attributions must be [N, C, H, W], got shape "
+                                                       f"{tuple(attributions.shape)}")
     if rule == "abs_max":
         return attributions.abs().amax(dim=1)
     if rule == "abs_sum":
@@ -155,7 +158,7 @@ def reduce_channels(attributions: torch.Tensor, rule: str) -> torch.Tensor:
         return attributions.mean(dim=1)
     if rule == "none":
         return attributions
-    raise ValueError(f"unknown reduction {rule!r}; choose one of {list(REDUCTIONS)}")
+    raise InvalidArgumentError(f"unknown reduction {rule!r}; choose one of {list(REDUCTIONS)}")
 
 
 def attribute(method: str, model, images: torch.Tensor,
@@ -184,11 +187,11 @@ def attribute(method: str, model, images: torch.Tensor,
     info = method_info(method)
     module = module_of(model)
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError("images must be a float tensor of normalized images [N, 3, H, W]")
+        raise InvalidTypeError("images must be a float tensor of normalized images [N, 3, H, W]")
     if images.dim() == 3:
         images = images.unsqueeze(0)
     if images.dim() != 4:
-        raise ValueError(f"images must be [N, 3, H, W], got shape {tuple(images.shape)}")
+        raise InvalidArgumentError(f"images must be [N, 3, H, W], got shape {tuple(images.shape)}")
     target = as_target(target, images.shape[0]).to(images.device)
     with eval_mode(module, inplace=False):
         raw = info.function(module, images.detach().clone(), target, **options)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
 from deconv.model_state import eval_mode
 
 __all__ = ["CausalCurve", "causal_curve", "deletion", "insertion", "zeros_substrate",
@@ -68,9 +69,9 @@ def blur_substrate(image: torch.Tensor, kernel_size: int = 11, sigma: float = 5.
         sigma (float): standard deviation in pixels.
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        raise InvalidArgumentError(f"kernel_size must be a positive odd number, got {kernel_size}")
     if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+        raise InvalidArgumentError(f"sigma must be > 0, got {sigma}")
     batch = image.unsqueeze(0) if image.dim() == 3 else image
     x = torch.arange(kernel_size, dtype=batch.dtype, device=batch.device) - kernel_size // 2
     kernel = torch.exp(-x.pow(2) / (2 * sigma**2))
@@ -87,7 +88,7 @@ def blur_substrate(image: torch.Tensor, kernel_size: int = 11, sigma: float = 5.
 def area_under_curve(scores: torch.Tensor) -> float:
     """Trapezoid area of ``scores`` sampled at equally spaced points of ``[0, 1]``."""
     if scores.numel() < 2:
-        raise ValueError("a curve needs at least two points")
+        raise InvalidArgumentError("a curve needs at least two points")
     s = scores.double()
     return float((s.sum() - s[0] / 2 - s[-1] / 2) / (s.numel() - 1))
 
@@ -126,15 +127,18 @@ def causal_curve(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], imag
         ValueError: bad shapes, mode or step count.
     """
     if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+        raise InvalidArgumentError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if image.dim() != 3:
-        raise ValueError(f"image must be one normalized image [C, H, W], got {tuple(image.shape)}")
+        raise InvalidArgumentError(
+            f"image must be one normalized image [C, H, W], got {tuple(image.shape)}")
     if saliency.shape != image.shape[-2:]:
-        raise ValueError(f"saliency must be [H, W] = {tuple(image.shape[-2:])}, got "
-                         f"{tuple(saliency.shape)}; reduce the channels first "
-                         f"(deconv.methods.reduce_channels)")
+        raise InvalidArgumentError(
+            f"saliency must be [H, W] = {tuple(image.shape[-2:])}, got "
+                                f"{tuple(saliency.shape)}; reduce the channels first "
+                                f"(deconv.methods.reduce_channels)")
     if n_steps < 1 or batch_size < 1:
-        raise ValueError(f"n_steps and batch_size must be >= 1, got {n_steps}, {batch_size}")
+        raise InvalidArgumentError(
+            f"n_steps and batch_size must be >= 1, got {n_steps}, {batch_size}")
     if substrate is None:
         substrate = zeros_substrate if mode == "deletion" else blur_substrate
     channels, height, width = image.shape

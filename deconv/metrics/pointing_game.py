@@ -19,6 +19,8 @@ from importlib import resources
 
 import torch
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["PointingResult", "argmax_point", "distance_to_box", "pointing_hit", "pointing_game",
            "box_to_input", "load_object_boxes", "TOLERANCE"]
 
@@ -50,9 +52,10 @@ def argmax_point(saliency: torch.Tensor) -> tuple[int, int]:
         ValueError: not a 2-D map, or it contains NaN.
     """
     if saliency.dim() != 2:
-        raise ValueError(f"saliency must be a map [H, W], got shape {tuple(saliency.shape)}")
+        raise InvalidArgumentError(
+            f"saliency must be a map [H, W], got shape {tuple(saliency.shape)}")
     if torch.isnan(saliency).any():
-        raise ValueError("saliency contains NaN; the pointing game needs a finite map")
+        raise InvalidArgumentError("saliency contains NaN; the pointing game needs a finite map")
     index = int(torch.argmax(saliency.reshape(-1)))
     width = saliency.shape[1]
     return index % width, index // width
@@ -78,9 +81,9 @@ def pointing_hit(saliency: torch.Tensor, boxes: Sequence[Box],
         ValueError: no boxes (the image has no object to point at), or a bad map.
     """
     if len(boxes) == 0:
-        raise ValueError("no object box for this map; leave the image out of the game")
+        raise InvalidArgumentError("no object box for this map; leave the image out of the game")
     if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        raise InvalidArgumentError(f"tolerance must be >= 0, got {tolerance}")
     point = argmax_point(saliency)
     return min(distance_to_box(point, box) for box in boxes) <= tolerance
 
@@ -93,7 +96,8 @@ def pointing_game(maps: torch.Tensor | Sequence[torch.Tensor], boxes: Sequence[S
         ValueError: the number of maps and box lists differ.
     """
     if len(maps) != len(boxes):
-        raise ValueError(f"{len(maps)} maps but {len(boxes)} box lists; give one list per map")
+        raise InvalidArgumentError(
+            f"{len(maps)} maps but {len(boxes)} box lists; give one list per map")
     hits = [pointing_hit(m, b, tolerance) for m, b in zip(maps, boxes)]
     points = [argmax_point(m) for m in maps]
     return PointingResult(hits, points, sum(hits) / len(hits) if hits else float("nan"))

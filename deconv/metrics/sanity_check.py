@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of, paper_layers_of, register_paper_layers
 from deconv.methods.registry import attribute
 
@@ -82,7 +83,7 @@ def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
     x = np.asarray(a, dtype=np.float64).reshape(-1)
     y = np.asarray(b, dtype=np.float64).reshape(-1)
     if x.shape != y.shape:
-        raise ValueError(f"maps differ in size: {x.shape} vs {y.shape}")
+        raise InvalidArgumentError(f"maps differ in size: {x.shape} vs {y.shape}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     with warnings.catch_warnings():
@@ -102,7 +103,8 @@ def ssim(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
 
     x, y = _unit_abs(a), _unit_abs(b)
     if x.ndim != 2 or x.shape != y.shape:
-        raise ValueError(f"SSIM needs two maps [H, W] of the same size, got {x.shape}, {y.shape}")
+        raise InvalidArgumentError(
+            f"SSIM needs two maps [H, W] of the same size, got {x.shape}, {y.shape}")
     win = min(7, x.shape[0], x.shape[1])
     win -= 1 - win % 2  # odd
     return float(structural_similarity(x, y, data_range=1.0, win_size=win))
@@ -161,8 +163,8 @@ def randomize_parameters(model: nn.Module, prefixes: Sequence[str],
         try:
             module = model.get_submodule(prefix)
         except AttributeError as exc:
-            raise ValueError(f"no module named {prefix!r} to randomize; use names from "
-                             f"model.named_modules()") from exc
+            raise InvalidArgumentError(f"no module named {prefix!r} to randomize; use names from "
+                                                           f"model.named_modules()") from exc
         for p in module.parameters():
             noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
             std = float(p.double().std(unbiased=False)) if p.numel() > 1 else 0.0
@@ -255,7 +257,7 @@ def input_dependence(model, images: torch.Tensor, target, method: str | Explain,
         ValueError: fewer than two images.
     """
     if images.shape[0] < 2:
-        raise ValueError("input_dependence needs at least two images (it swaps them)")
+        raise InvalidArgumentError("input_dependence needs at least two images (it swaps them)")
     explain = (_registry_explainer(method, options or {}) if isinstance(method, str)
                else method)
     module = module_of(model)

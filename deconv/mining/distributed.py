@@ -33,6 +33,7 @@ from deconv.distributed import (
     gather_objects,
     shard_range,
 )
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.layers import module_of, resolve_layer
 from deconv.mining.result import TopKResult, merge_top_k
 from deconv.mining.sources import as_dataset
@@ -61,9 +62,10 @@ def shard_of(dataset, rank: int, world_size: int) -> tuple[torch.utils.data.Subs
 def _indexable(data, preprocess: Callable | None):
     dataset = as_dataset(data, preprocess)
     if dataset is None:
-        raise TypeError(f"distributed mining shards dataset indices, so it needs an indexable "
-                        f"source (a folder, a list of images, a tensor or a Dataset), not "
-                        f"{type(data).__name__}; pass the DataLoader's .dataset instead")
+        raise InvalidTypeError(
+            f"distributed mining shards dataset indices, so it needs an indexable "
+            f"source (a folder, a list of images, a tensor or a Dataset), not "
+            f"{type(data).__name__}; pass the DataLoader's .dataset instead")
     return dataset
 
 
@@ -125,7 +127,7 @@ def mine_top_k_distributed(model, data, layers: Sequence[str | int] | str | int,
     if isinstance(layers, (str, int)):
         layers = [layers]
     names = list(dict.fromkeys(resolve_layer(model, layer) for layer in layers))
-    whole = run_fingerprint(data, dataset, names, k, per_image, 0)
+    whole = run_fingerprint(data, dataset, names, k, per_image, 0, model=model)
     shard, start = shard_of(dataset, context.rank, context.world_size)
     state = None
     if checkpoint is not None:
@@ -176,9 +178,10 @@ def _check_same_weights(model) -> None:
                 else int(t.sum())) for name, t in state.items()]
     summaries = all_gather_objects(summary)
     if any(other != summaries[0] for other in summaries[1:]):
-        raise ValueError("the ranks hold different model weights, so their shards are not "
-                         "comparable; load the same checkpoint (or seed the random init) on "
-                         "every rank")
+        raise InvalidArgumentError(
+            "the ranks hold different model weights, so their shards are not "
+            "comparable; load the same checkpoint (or seed the random init) on "
+            "every rank")
 
 
 @contextlib.contextmanager

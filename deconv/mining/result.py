@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from deconv.errors import CheckpointError, InvalidArgumentError, OutOfRangeError, UnknownNameError
+
 __all__ = ["TopKEntry", "TopKResult", "merge_top_k", "select_top_k"]
 
 FORMAT = "deconv.topk/1"
@@ -107,8 +109,8 @@ class TopKResult:
         """The non-empty entries of one channel, best first."""
         layer = self._check(layer)
         if not 0 <= channel < self.channels(layer):
-            raise IndexError(f"channel {channel} out of range: layer {layer!r} has "
-                             f"{self.channels(layer)} channels")
+            raise OutOfRangeError(f"channel {channel} out of range: layer {layer!r} has "
+                                       f"{self.channels(layer)} channels")
         ys, xs = self.ys(layer)[channel], self.xs(layer)[channel]
         return [TopKEntry(float(v), int(i), int(y), int(x))
                 for v, i, y, x in zip(self.values[layer][channel], self.image_ids[layer][channel],
@@ -120,8 +122,12 @@ class TopKResult:
         return len(self.skipped_ids)
 
     def _check(self, layer: str) -> str:
+        if layer not in self.values and layer in self.layers and self.images_seen == 0:
+            raise InvalidArgumentError(
+                f"layer {layer!r} has no entries: no image went through the model "
+                f"({self.skipped} could not be read); check the data")
         if layer not in self.values:
-            raise KeyError(f"layer {layer!r} was not mined; mined layers: {self.layers}")
+            raise UnknownNameError(f"layer {layer!r} was not mined; mined layers: {self.layers}")
         return layer
 
     # ----------------------------------------------------------------------------- combining
@@ -174,7 +180,7 @@ class TopKResult:
                   "map_sizes": {n: list(s) for n, s in self.map_sizes.items()},
                   "images_seen": self.images_seen, "skipped_ids": self.skipped_ids,
                   "meta": self.meta}
-        tensors = {n: {"values": self.values[n].detach().cpu().contiguous(),
+        tensors = {str(n): {"values": self.values[n].detach().cpu().contiguous(),
                        "image_ids": self.image_ids[n].cpu().contiguous(),
                        "positions": self.positions[n].cpu().contiguous()} for n in self.values}
         tmp = path.with_name(path.name + ".tmp")
@@ -187,22 +193,30 @@ class TopKResult:
         """Read a result written by :meth:`save` (safe: ``weights_only=True``).
 
         Raises:
-            ValueError: the file is not a deconv top-k result.
+            MissingFileError: no such file. CheckpointError: the file is empty, truncated,
+            corrupt or not a deconv top-k result (a ``ValueError``).
         """
-        data = torch.load(Path(path), map_location="cpu", weights_only=True)
+        from deconv.validation import read_checkpoint
+
+        data = read_checkpoint(path, "top-k result")
         if not isinstance(data, dict) or "header" not in data:
-            raise ValueError(f"{path} is not a deconv top-k result file")
-        header = json.loads(data["header"])
-        if header.get("format") != FORMAT:
-            raise ValueError(f"{path}: unsupported format {header.get('format')!r}; "
-                             f"expected {FORMAT!r}")
-        tensors = data["tensors"]
-        return cls(header["layers"], header["k"], header["per_image"],
-                   {n: t["values"] for n, t in tensors.items()},
-                   {n: t["image_ids"] for n, t in tensors.items()},
-                   {n: t["positions"] for n, t in tensors.items()},
-                   {n: tuple(s) for n, s in header["map_sizes"].items()},
-                   header["images_seen"], list(header["skipped_ids"]), header["meta"])
+            raise CheckpointError(f"{path} is not a deconv top-k result file (no header); give "
+                                  f"a file written by TopKResult.save or deconv topk")
+        try:
+            header = json.loads(data["header"])
+            if header.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: unsupported format {header.get('format')!r}; "
+                                      f"expected {FORMAT!r}")
+            tensors = data["tensors"]
+            return cls(header["layers"], header["k"], header["per_image"],
+                       {n: t["values"] for n, t in tensors.items()},
+                       {n: t["image_ids"] for n, t in tensors.items()},
+                       {n: t["positions"] for n, t in tensors.items()},
+                       {n: tuple(s) for n, s in header["map_sizes"].items()},
+                       header["images_seen"], list(header["skipped_ids"]), header["meta"])
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path} is a damaged deconv top-k result ({type(exc).__name__}: "
+                                  f"{exc}); delete it and mine again") from exc
 
 
 def merge_top_k(first: TopKResult, *others: TopKResult) -> TopKResult:
@@ -214,14 +228,16 @@ def merge_top_k(first: TopKResult, *others: TopKResult) -> TopKResult:
     out = first.to("cpu")
     for other in others:
         if (other.layers != out.layers or other.k != out.k or other.per_image != out.per_image):
-            raise ValueError(f"cannot merge: layers/k/per_image differ ({out.layers}, {out.k}, "
-                             f"{out.per_image}) vs ({other.layers}, {other.k}, "
-                             f"{other.per_image}); mine the shards with the same settings")
+            raise InvalidArgumentError(
+                f"cannot merge: layers/k/per_image differ ({out.layers}, {out.k}, "
+                f"{out.per_image}) vs ({other.layers}, {other.k}, "
+                f"{other.per_image}); mine the shards with the same settings")
         for name in other.values:
             if name in out.values and out.map_sizes[name] != other.map_sizes[name]:
-                raise ValueError(f"cannot merge layer {name!r}: feature maps of size "
-                                 f"{out.map_sizes[name]} vs {other.map_sizes[name]}; mine the "
-                                 f"shards at the same input size")
+                raise InvalidArgumentError(
+                    f"cannot merge layer {name!r}: feature maps of size "
+                    f"{out.map_sizes[name]} vs {other.map_sizes[name]}; mine the "
+                    f"shards at the same input size")
             if name not in out.values:
                 out.values[name] = other.values[name].cpu()
                 out.image_ids[name] = other.image_ids[name].cpu()
@@ -247,5 +263,6 @@ def _check_disjoint(ids: torch.Tensor, positions: torch.Tensor, name: str) -> No
     key = torch.where(ids < 0, -1 - torch.arange(ids.shape[1]), ids * (1 << 32) + positions)
     ordered = key.sort(dim=1).values
     if bool((ordered[:, 1:] == ordered[:, :-1]).any()):
-        raise ValueError(f"cannot merge layer {name!r}: the same image id occurs in both "
-                         f"results; give each shard its own id range (id_offset=...)")
+        raise InvalidArgumentError(
+            f"cannot merge layer {name!r}: the same image id occurs in both "
+                      f"results; give each shard its own id range (id_offset=...)")

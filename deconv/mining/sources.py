@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.samples import (
     CorruptImageError,
     ImageFiles,
@@ -68,8 +69,9 @@ class ImageList(torch.utils.data.Dataset):
         self.items = list(items)
         self.preprocess = preprocess
         if preprocess is None and not all(isinstance(x, torch.Tensor) for x in self.items):
-            raise ValueError("images that are not tensors need a preprocess function: pass "
-                             "preprocess=loaded.preprocess or a deconv LoadedModel as the model")
+            raise InvalidArgumentError(
+                "images that are not tensors need a preprocess function: pass "
+                "preprocess=loaded.preprocess or a deconv LoadedModel as the model")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -108,9 +110,9 @@ class SampleCrops(torch.utils.data.Dataset):
                  scales: Sequence[float] = (1.0, 0.5, 0.25), size: int = 128,
                  overlap: float = 0.5):
         if not 0 <= overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+            raise InvalidArgumentError(f"overlap must be in [0, 1), got {overlap}")
         if not scales or any(not 0 < s <= 1 for s in scales):
-            raise ValueError(f"scales must be fractions in (0, 1], got {scales}")
+            raise InvalidArgumentError(f"scales must be fractions in (0, 1], got {scales}")
         self.preprocess = preprocess
         self.samples = sample_images(names)
         self.scales = tuple(scales)
@@ -192,12 +194,14 @@ def as_dataset(data, preprocess: Preprocess | None = None):
     """
     if isinstance(data, (str, Path)):
         if preprocess is None:
-            raise ValueError("mining a folder needs preprocess=loaded.preprocess (or pass a "
-                             "deconv LoadedModel as the model)")
+            raise InvalidArgumentError(
+                "mining a folder needs preprocess=loaded.preprocess (or pass a "
+                "deconv LoadedModel as the model)")
         return ImageFiles(data, transform=preprocess)
     if isinstance(data, torch.Tensor):
         if data.ndim != 4:
-            raise ValueError(f"a tensor of images must be [N, C, H, W], got {tuple(data.shape)}")
+            raise InvalidArgumentError(
+                f"a tensor of images must be [N, C, H, W], got {tuple(data.shape)}")
         return ImageList(list(data.unbind(0)))
     if isinstance(data, torch.utils.data.DataLoader):
         return None
@@ -207,8 +211,8 @@ def as_dataset(data, preprocess: Preprocess | None = None):
         return ImageList(data, preprocess)
     if hasattr(data, "__iter__"):
         return None
-    raise TypeError(f"cannot mine {type(data).__name__}: give a folder, a list of images, a "
-                    f"tensor [N, 3, H, W], a Dataset or a DataLoader")
+    raise InvalidTypeError(f"cannot mine {type(data).__name__}: give a folder, a list of images, a "
+                                  f"tensor [N, 3, H, W], a Dataset or a DataLoader")
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -235,8 +239,9 @@ def _collate(items: list) -> Batch:
             bad.append(index)
             continue
         if not isinstance(item, torch.Tensor):
-            raise TypeError(f"dataset item {index} is {type(item).__name__}; expected a tensor "
-                            f"(preprocessed image), a (tensor, ...) tuple or None")
+            raise InvalidTypeError(
+                f"dataset item {index} is {type(item).__name__}; expected a tensor "
+                f"(preprocessed image), a (tensor, ...) tuple or None")
         images.append(item)
         ids.append(index)
     stacked = torch.stack(images) if images else torch.empty(0)
@@ -259,7 +264,7 @@ def iter_batches(data, batch_size: int, preprocess: Preprocess | None = None, st
         items (indexable) or batches (DataLoader, if sized) still to come, for progress bars.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     dataset = as_dataset(data, preprocess)
     if dataset is not None:
         indexed = _Indexed(dataset, start)
@@ -289,8 +294,8 @@ def _loader_batches(loader, start: int) -> Iterator[Batch]:
         else:
             images, ids = batch, None
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise TypeError("each DataLoader batch must be a tensor [B, C, H, W], a tuple "
-                            "(images, ...) or a dict with 'image'")
+            raise InvalidTypeError("each DataLoader batch must be a tensor [B, C, H, W], a tuple "
+                                          "(images, ...) or a dict with 'image'")
         if ids is None:
             ids = torch.arange(position, position + len(images))
         position += len(images)

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError, LayerNotRunError
 from deconv.layers import ReusedModuleError, module_of, resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
 
@@ -47,7 +48,7 @@ class LayerTaps:
         names = [resolve_layer(model, layer) for layer in layers]
         self.names = list(dict.fromkeys(names))  # unique, in the order given
         if not self.names:
-            raise ValueError("give at least one layer to tap")
+            raise InvalidArgumentError("give at least one layer to tap")
         self.reducer = reducer
         self.stop_early = stop_early
         self._handles: list = []
@@ -76,8 +77,9 @@ class LayerTaps:
                     f"pass, so its output is ambiguous; tap a module that runs once (e.g. the "
                     f"block that contains it)")
             if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; "
-                                f"choose a module whose output is a single tensor")
+                raise InvalidTypeError(
+                    f"layer {name!r} returns {type(output).__name__}, not a tensor; "
+                    f"choose a module whose output is a single tensor")
             self._fired.add(name)
             self.reducer(name, output)
             self._reduced += 1
@@ -111,5 +113,5 @@ class LayerTaps:
         self._checked = True
         missing = [n for n in self.names if n not in self._fired]
         if missing:
-            raise RuntimeError(f"layers {missing} did not run during forward(); they are not "
-                               f"used by the model's forward pass")
+            raise LayerNotRunError(f"layers {missing} did not run during forward(); they are not "
+                                       f"used by the model's forward pass")

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from deconv.errors import CheckpointMismatchError, InvalidArgumentError, InvalidImageError
 from deconv.layers import module_of, resolve_layer
+from deconv.mining.fingerprint import fingerprint_differences, run_fingerprint
 from deconv.mining.result import TopKResult, select_top_k
 from deconv.mining.sources import as_dataset, iter_batches
 from deconv.mining.taps import LayerTaps
@@ -41,8 +43,9 @@ def batch_candidates(output: torch.Tensor, per_image: int
     elif output.ndim == 4:
         output = output.flatten(2)
     else:
-        raise ValueError(f"can mine outputs of shape [B, C, H, W] or [B, C], got "
-                         f"{tuple(output.shape)}; choose a convolutional or linear layer")
+        raise InvalidArgumentError(
+            f"can mine outputs of shape [B, C, H, W] or [B, C], got "
+                      f"{tuple(output.shape)}; choose a convolutional or linear layer")
     if per_image == 1:
         values, positions = output.max(dim=2)  # first maximal position on ties
         return values.t(), positions.t(), 1
@@ -52,23 +55,6 @@ def batch_candidates(output: torch.Tensor, per_image: int
     b, c = output.shape[:2]
     return (values.permute(1, 0, 2).reshape(c, b * m),
             positions.permute(1, 0, 2).reshape(c, b * m), m)
-
-
-def run_fingerprint(data, dataset, names: Sequence[str], k: int, per_image: int,
-                    id_offset: int) -> dict:
-    """What identifies a mining run in its checkpoint (a resumed run must match it).
-
-    Args:
-        data: the source as the user gave it.
-        dataset: ``as_dataset(data)`` (``None`` for a DataLoader).
-        names (Sequence[str]): resolved module names.
-        k (int): entries per channel.
-        per_image (int): entries per image and channel.
-        id_offset (int): added to every image id.
-    """
-    return {"layers": list(names), "k": k, "per_image": per_image, "id_offset": id_offset,
-            "source": type(data).__name__, "unit": "items" if dataset is not None else "batches",
-            "length": len(dataset) if dataset is not None else None}
 
 
 def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9, *,
@@ -129,7 +115,7 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
     for name, value in (("k", k), ("per_image", per_image), ("checkpoint_every",
                                                              checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
     names = list(dict.fromkeys(resolve_layer(model, layer) for layer in layers))
     if preprocess is None:
         preprocess = getattr(model, "preprocess", None) if not isinstance(
@@ -137,7 +123,7 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
     module = module_of(model)
     dataset = as_dataset(data, preprocess)
     unit = "items" if dataset is not None else "batches"
-    fingerprint = run_fingerprint(data, dataset, names, k, per_image, id_offset)
+    fingerprint = run_fingerprint(data, dataset, names, k, per_image, id_offset, model=model)
 
     result = TopKResult(names, k, per_image)
     consumed = 0
@@ -145,8 +131,11 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
         result = TopKResult.load(checkpoint)
         state = result.meta.get("progress", {})
         if state.get("fingerprint") != fingerprint:
-            raise ValueError(f"checkpoint {checkpoint} belongs to another run "
-                             f"({state.get('fingerprint')}); delete it or pass resume=False")
+            differences = fingerprint_differences(state.get("fingerprint"), fingerprint)
+            raise CheckpointMismatchError(
+                f"checkpoint {checkpoint} belongs to another run: it differs in "
+                f"{'; '.join(differences)}. Delete it, give another --checkpoint file, or "
+                f"pass resume=False to start over")
         if state.get("complete"):
             return result
         consumed = int(state["consumed"])
@@ -172,11 +161,19 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
             result.image_ids[name] = ids.new_full((values.shape[0], 0), -1)
             result.positions[name] = ids.new_full((values.shape[0], 0), -1)
         area = result.map_sizes[name][0] * result.map_sizes[name][1]
-        v, i, p = select_top_k(
+        # Staged until the whole batch has gone through (see commit): a state saved after an
+        # interruption inside a forward then holds whole batches only, so a resume is exact.
+        pending[name] = select_top_k(
             torch.cat([result.values[name].to(values), values], 1),
             torch.cat([result.image_ids[name].to(ids.device), ids], 1),
             torch.cat([result.positions[name].to(ids.device), positions], 1), k, area)
-        result.values[name], result.image_ids[name], result.positions[name] = v, i, p
+
+    pending: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def commit() -> None:
+        for name, (v, i, p) in pending.items():
+            result.values[name], result.image_ids[name], result.positions[name] = v, i, p
+        pending.clear()
 
     earlier_seconds = float(result.meta.get("seconds", 0.0))  # of the runs before a resume
 
@@ -199,9 +196,12 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
                 if batch.skipped_ids:
                     result.skipped_ids.extend(int(i) + id_offset for i in batch.skipped_ids)
                 if len(batch.ids):
+                    _check_finite_batch(batch.images, batch.ids + id_offset)
                     current_ids[:] = [batch.ids + id_offset]
+                    pending.clear()
                     taps.run(batch.images.to(run_device, dtype,
                                              non_blocking=run_device.type == "cuda"))
+                    commit()
                     result.images_seen += len(batch.ids)
                     seen_here += len(batch.ids)
                 consumed += batch.consumed if unit == "items" else 1
@@ -211,6 +211,11 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
                 bar.set_postfix(img_s=f"{rate:.1f}", skipped=result.skipped, refresh=False)
                 if batch_count % checkpoint_every == 0:
                     save(complete=False)
+    except (KeyboardInterrupt, Exception):
+        # Ctrl-C or a crash: keep every batch finished so far (a rerun resumes from here).
+        if checkpoint is not None and consumed:
+            save(complete=False)
+        raise
     finally:
         bar.close()
         if moved:
@@ -227,3 +232,13 @@ def mine_top_k(model, data, layers: Sequence[str | int] | str | int, k: int = 9,
     result = result.to("cpu")
     save(complete=True)
     return result
+
+
+def _check_finite_batch(images: torch.Tensor, ids: torch.Tensor) -> None:
+    """Refuse NaN/Inf inputs: they would give ``-inf``/NaN entries with no warning."""
+    if images.is_floating_point():
+        bad = ~torch.isfinite(images.flatten(1)).all(dim=1)
+        if bool(bad.any()):
+            raise InvalidImageError(
+                f"images {ids[bad.to(ids.device)].tolist()[:10]} contain NaN or Inf values; "
+                f"clean them (e.g. torch.nan_to_num) or leave them out of the data")

@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from deconv._deprecation import deprecated_names
+from deconv.errors import DeconvError
 
 __all__ = ["SpatialGeometry", "Stage", "ChainPlan", "IncrementalPlanError", "plan_chain",
            "affected_range"]
 
 
-class IncrementalPlanError(ValueError):
+class IncrementalPlanError(DeconvError, ValueError):
     """The incremental occlusion engine cannot plan this *model* (the message names the culprit).
 
     Raised while planning (:func:`plan_chain`): the model is not a chain of conv / pool /

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError, LayerNotRunError
 from deconv.layers import ReusedModuleError, module_of, resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
 
@@ -46,9 +47,9 @@ class Tap:
 
     def __post_init__(self):
         if self.where not in ("output", "input"):
-            raise ValueError(f"where must be 'output' or 'input', got {self.where!r}")
+            raise InvalidArgumentError(f"where must be 'output' or 'input', got {self.where!r}")
         if self.layer is None and self.where != "output":
-            raise ValueError("the model's own output (layer=None) has no 'input' tap")
+            raise InvalidArgumentError("the model's own output (layer=None) has no 'input' tap")
 
 
 class Objective:
@@ -68,8 +69,9 @@ class Objective:
     def __call__(self, tensors: dict[Tap, torch.Tensor]) -> torch.Tensor:
         value = self.fn(tensors)
         if value.dim() != 1:
-            raise ValueError(f"objective {self.name!r} must return one value per image ([B]), "
-                             f"got shape {tuple(value.shape)}")
+            raise InvalidArgumentError(
+                f"objective {self.name!r} must return one value per image ([B]), "
+                f"got shape {tuple(value.shape)}")
         return value
 
     def __repr__(self) -> str:
@@ -95,8 +97,8 @@ class Objective:
 
     def __mul__(self, weight: float) -> Objective:
         if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise TypeError(f"an objective can only be scaled by a number, got "
-                            f"{type(weight).__name__}")
+            raise InvalidTypeError(f"an objective can only be scaled by a number, got "
+                                          f"{type(weight).__name__}")
         return Objective(self.taps, lambda t: weight * self(t), f"{weight:g} * ({self.name})")
 
     __rmul__ = __mul__
@@ -130,17 +132,19 @@ def optima_objectives(model, layer: str | int, channel_index: int,
 
 def _check_objective(value) -> None:
     if not isinstance(value, Objective):
-        raise TypeError(f"expected an Objective (e.g. deconv.optimization.channel(layer, c)), "
-                        f"got {type(value).__name__}")
+        raise InvalidTypeError(
+            f"expected an Objective (e.g. deconv.optimization.channel(layer, c)), "
+            f"got {type(value).__name__}")
 
 
 def _channel_of(tensor: torch.Tensor, index: int, what: str) -> torch.Tensor:
     if tensor.dim() < 2:
-        raise ValueError(f"{what}: the tensor has shape {tuple(tensor.shape)}; "
-                         f"expected [B, C, ...]")
+        raise InvalidArgumentError(f"{what}: the tensor has shape {tuple(tensor.shape)}; "
+                                             f"expected [B, C, ...]")
     if not -tensor.shape[1] <= index < tensor.shape[1]:
-        raise ValueError(f"{what}: channel {index} out of range; the layer has "
-                         f"{tensor.shape[1]} channels (0..{tensor.shape[1] - 1})")
+        raise InvalidArgumentError(
+            f"{what}: channel {index} out of range; the layer has "
+                      f"{tensor.shape[1]} channels (0..{tensor.shape[1] - 1})")
     return tensor[:, index]
 
 
@@ -163,13 +167,14 @@ def neuron(layer: str | int, channel_index: int, y: int | None = None, x: int | 
     def fn(t: dict) -> torch.Tensor:
         fmap = _channel_of(t[tap], channel_index, f"neuron({layer!r})")
         if fmap.dim() != 3:
-            raise ValueError(f"neuron({layer!r}) needs a [B, C, H, W] tensor, got "
-                             f"{tuple(t[tap].shape)}")
+            raise InvalidArgumentError(f"neuron({layer!r}) needs a [B, C, H, W] tensor, got "
+                                                 f"{tuple(t[tap].shape)}")
         h, w = fmap.shape[-2:]
         yy, xx = h // 2 if y is None else y, w // 2 if x is None else x
         if not (0 <= yy < h and 0 <= xx < w):
-            raise ValueError(f"neuron({layer!r}): position ({yy}, {xx}) outside the {h}x{w} "
-                             f"feature map")
+            raise InvalidArgumentError(
+                f"neuron({layer!r}): position ({yy}, {xx}) outside the {h}x{w} "
+                f"feature map")
         return fmap[:, yy, xx]
 
     return Objective([tap], fn, f"neuron {layer}:{channel_index} @({y},{x})"
@@ -252,8 +257,9 @@ def class_logit(class_index: int, layer: str | int | None = None) -> Objective:
     def fn(t: dict) -> torch.Tensor:
         out = t[tap]
         if out.dim() != 2:
-            raise ValueError(f"class_logit needs a [B, K] output, got {tuple(out.shape)}; "
-                             f"name the classifier layer")
+            raise InvalidArgumentError(
+                f"class_logit needs a [B, K] output, got {tuple(out.shape)}; "
+                f"name the classifier layer")
         return _channel_of(out, class_index, "class_logit")
 
     return Objective([tap], fn, f"logit {class_index}" + (f" of {layer}" if layer else ""))
@@ -290,7 +296,7 @@ def per_image(objectives: Sequence[Objective]) -> Objective:
     """
     objectives = list(objectives)
     if not objectives:
-        raise ValueError("per_image needs at least one objective")
+        raise InvalidArgumentError("per_image needs at least one objective")
     for o in objectives:
         _check_objective(o)
     taps = [tap for o in objectives for tap in o.taps]
@@ -298,8 +304,9 @@ def per_image(objectives: Sequence[Objective]) -> Objective:
     def fn(t: dict) -> torch.Tensor:
         batch = next(iter(t.values())).shape[0]
         if batch != len(objectives):
-            raise ValueError(f"per_image has {len(objectives)} objectives but the batch has "
-                             f"{batch} images; use batch={len(objectives)}")
+            raise InvalidArgumentError(
+                f"per_image has {len(objectives)} objectives but the batch has "
+                f"{batch} images; use batch={len(objectives)}")
         values = []
         for i, o in enumerate(objectives):
             one = {tap: tensor[i:i + 1] for tap, tensor in t.items()}
@@ -356,8 +363,9 @@ class ActivationCapture:
                 f"module {self.names[tap]!r} ({type(module).__name__}) runs more than once per "
                 f"forward pass, so its {tap.where} is ambiguous; tap a module that runs once")
         if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"the {tap.where} of layer {self.names[tap]!r} is "
-                            f"{type(tensor).__name__}, not a tensor; choose another module")
+            raise InvalidTypeError(
+                f"the {tap.where} of layer {self.names[tap]!r} is "
+                       f"{type(tensor).__name__}, not a tensor; choose another module")
         self.tensors[tap] = tensor.clone()
         if self.stop_early and len(self.tensors) == len(self.module_taps):
             raise StopForward
@@ -371,8 +379,9 @@ class ActivationCapture:
     def _input_hook(self, tap: Tap):
         def hook(module, args):
             if len(args) != 1:
-                raise ValueError(f"the input tap of {self.names[tap]!r} needs a module called "
-                                 f"with one tensor, it got {len(args)} arguments")
+                raise InvalidArgumentError(
+                    f"the input tap of {self.names[tap]!r} needs a module called "
+                    f"with one tensor, it got {len(args)} arguments")
             self._store(tap, module, args[0])
 
         return hook
@@ -405,8 +414,8 @@ class ActivationCapture:
             self.stop_early = stop
         missing = [self.names[t] for t in self.module_taps if t not in self.tensors]
         if missing:
-            raise RuntimeError(f"layers {missing} did not run during forward(); they are not "
-                               f"used by the model's forward pass")
+            raise LayerNotRunError(f"layers {missing} did not run during forward(); they are not "
+                                       f"used by the model's forward pass")
         return self.tensors
 
 

@@ -32,6 +32,8 @@ import math
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["COLOR_CORRELATION_SVD_SQRT", "colour_correlation_sqrt", "normalized_colour_matrix",
            "to_rgb", "from_rgb", "PixelImage", "FourierImage", "ImageParam", "make_image",
            "PARAMETRIZATIONS"]
@@ -58,9 +60,10 @@ def colour_correlation_sqrt(pixels: torch.Tensor) -> torch.Tensor:
     elif pixels.dim() >= 3 and pixels.shape[-3] == 3:
         flat = pixels.double().movedim(-3, -1).reshape(-1, 3)
     else:
-        raise ValueError(f"expected [..., 3, H, W] or [N, 3] pixels, got {tuple(pixels.shape)}")
+        raise InvalidArgumentError(
+            f"expected [..., 3, H, W] or [N, 3] pixels, got {tuple(pixels.shape)}")
     if flat.shape[0] < 2:
-        raise ValueError("need at least two pixels to estimate a covariance")
+        raise InvalidArgumentError("need at least two pixels to estimate a covariance")
     cov = torch.cov(flat.T)
     values, vectors = torch.linalg.eigh(cov)
     order = torch.argsort(values, descending=True)
@@ -75,7 +78,7 @@ def normalized_colour_matrix(matrix: torch.Tensor | None = None) -> torch.Tensor
     ``color_correlation_normalized``)."""
     matrix = COLOR_CORRELATION_SVD_SQRT if matrix is None else matrix
     if matrix.shape != (3, 3):
-        raise ValueError(f"the colour matrix must be 3 x 3, got {tuple(matrix.shape)}")
+        raise InvalidArgumentError(f"the colour matrix must be 3 x 3, got {tuple(matrix.shape)}")
     return matrix / matrix.norm(dim=0).max()
 
 
@@ -87,7 +90,7 @@ def to_rgb(t: torch.Tensor, decorrelate: bool = True,
     by :func:`normalized_colour_matrix`; then a sigmoid.
     """
     if t.dim() != 4 or t.shape[1] != 3:
-        raise ValueError(f"expected [B, 3, H, W], got {tuple(t.shape)}")
+        raise InvalidArgumentError(f"expected [B, 3, H, W], got {tuple(t.shape)}")
     if decorrelate:
         m = normalized_colour_matrix(matrix).to(t)
         t = torch.einsum("ij,bjhw->bihw", m, t)
@@ -107,7 +110,7 @@ def from_rgb(pixels: torch.Tensor, decorrelate: bool = True,
 def _check_shape(shape) -> tuple[int, int, int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 4 or shape[1] != 3 or min(shape) < 1:
-        raise ValueError(f"image shape must be (batch, 3, height, width), got {shape}")
+        raise InvalidArgumentError(f"image shape must be (batch, 3, height, width), got {shape}")
     return shape
 
 
@@ -219,8 +222,8 @@ class ImageParam(nn.Module):
 
 def _parametrization(name: str) -> type:
     if name not in PARAMETRIZATIONS:
-        raise ValueError(f"unknown parametrization {name!r}; choose one of "
-                         f"{sorted(PARAMETRIZATIONS)}")
+        raise InvalidArgumentError(f"unknown parametrization {name!r}; choose one of "
+                                             f"{sorted(PARAMETRIZATIONS)}")
     return PARAMETRIZATIONS[name]
 
 
@@ -240,7 +243,8 @@ def make_image(size: int | tuple[int, int], batch: int = 1, parametrization: str
     """
     h, w = (size, size) if isinstance(size, int) else size
     if batch < 1 or h < 1 or w < 1 or not math.isfinite(sd):
-        raise ValueError(f"need batch >= 1 and a positive size, got batch={batch}, size={size}")
+        raise InvalidArgumentError(
+            f"need batch >= 1 and a positive size, got batch={batch}, size={size}")
     spatial = _parametrization(parametrization)((batch, 3, h, w), sd=sd, generator=generator,
                                                 **kwargs)
     return ImageParam(spatial, decorrelate)

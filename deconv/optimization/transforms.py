@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["Pad", "Jitter", "RandomScale", "RandomRotate", "Compose", "standard_transforms"]
 
 
@@ -34,9 +36,10 @@ class Pad:
 
     def __init__(self, width: int, mode: str = "constant", value: float = 0.5):
         if width < 0:
-            raise ValueError(f"pad width must be >= 0, got {width}")
+            raise InvalidArgumentError(f"pad width must be >= 0, got {width}")
         if mode not in ("constant", "reflect", "replicate"):
-            raise ValueError(f"mode must be 'constant', 'reflect' or 'replicate', got {mode!r}")
+            raise InvalidArgumentError(
+                f"mode must be 'constant', 'reflect' or 'replicate', got {mode!r}")
         self.width, self.mode, self.value = int(width), mode, value
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
@@ -57,7 +60,7 @@ class Jitter:
 
     def __init__(self, distance: int):
         if distance < 0:
-            raise ValueError(f"jitter distance must be >= 0, got {distance}")
+            raise InvalidArgumentError(f"jitter distance must be >= 0, got {distance}")
         self.distance = int(distance)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
@@ -66,7 +69,7 @@ class Jitter:
             return images
         h, w = images.shape[-2:]
         if d >= min(h, w):
-            raise ValueError(f"jitter {d} is not smaller than the image ({h} x {w})")
+            raise InvalidArgumentError(f"jitter {d} is not smaller than the image ({h} x {w})")
         dy, dx = (int(v) for v in torch.randint(0, d + 1, (2,), generator=generator))
         return images[..., dy:dy + h - d, dx:dx + w - d]
 
@@ -80,7 +83,7 @@ class RandomScale:
     def __init__(self, scales: Sequence[float] = (0.95, 1.05)):
         low, high = (float(s) for s in scales)
         if not 0 < low <= high:
-            raise ValueError(f"scales must satisfy 0 < low <= high, got {scales}")
+            raise InvalidArgumentError(f"scales must satisfy 0 < low <= high, got {scales}")
         self.low, self.high = low, high
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
@@ -103,7 +106,7 @@ class RandomRotate:
 
     def __init__(self, degrees: float = 5.0):
         if degrees < 0:
-            raise ValueError(f"degrees must be >= 0, got {degrees}")
+            raise InvalidArgumentError(f"degrees must be >= 0, got {degrees}")
         self.degrees = float(degrees)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from deconv._deprecation import deprecated_names
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.layers import module_of
 from deconv.model_state import eval_mode
 from deconv.optimization.objectives import ActivationCapture, Objective, evaluate, per_image
@@ -114,17 +115,19 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
     """
     if isinstance(objective, Sequence) and not isinstance(objective, Objective):
         if batch not in (None, len(objective)):
-            raise ValueError(f"{len(objective)} objectives but batch={batch}; give one "
-                             f"objective per image or a single objective")
+            raise InvalidArgumentError(
+                f"{len(objective)} objectives but batch={batch}; give one "
+                                    f"objective per image or a single objective")
         batch = len(objective)
         objective = per_image(objective)
     if not isinstance(objective, Objective):
-        raise TypeError(f"objective must be an Objective (e.g. channel(layer, c)), got "
-                        f"{type(objective).__name__}")
+        raise InvalidTypeError(f"objective must be an Objective (e.g. channel(layer, c)), got "
+                                             f"{type(objective).__name__}")
     batch = 1 if batch is None else int(batch)
     if steps < 0 or lr <= 0 or batch < 1:
-        raise ValueError(f"need steps >= 0, lr > 0 and batch >= 1; got steps={steps}, lr={lr}, "
-                         f"batch={batch}")
+        raise InvalidArgumentError(
+            f"need steps >= 0, lr > 0 and batch >= 1; got steps={steps}, lr={lr}, "
+            f"batch={batch}")
     transform = _transform(transforms)
     module = module_of(model)
     norm = _normalizer(model, normalize)
@@ -172,12 +175,14 @@ def _transform(transforms) -> Callable:
         return _identity
     if isinstance(transforms, str):
         if transforms != "standard":
-            raise ValueError(f"transforms must be 'standard', None, a callable or a list of "
-                             f"callables; got {transforms!r}")
+            raise InvalidArgumentError(
+                f"transforms must be 'standard', None, a callable or a list of "
+                f"callables; got {transforms!r}")
         return standard_transforms()
     if callable(transforms):
         return transforms
     if isinstance(transforms, Sequence) and all(callable(t) for t in transforms):
         return Compose(transforms)
-    raise TypeError(f"transforms must be 'standard', None, a callable or a list of callables; "
-                    f"got {type(transforms).__name__}")
+    raise InvalidTypeError(
+        f"transforms must be 'standard', None, a callable or a list of callables; "
+        f"got {type(transforms).__name__}")

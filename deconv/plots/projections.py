@@ -120,8 +120,8 @@ def save_strongest_projections(model, image: torch.Tensor, layer: str | int, out
     """Project the strongest unit(s) of ``layer`` on one image; write the PNG and the JSON.
 
     What ``deconv project`` and ``experiments/project_example.py`` do: the files are
-    ``project_<model>_layer<layer>.png`` (see :func:`draw_projections`) and ``.json`` (model,
-    layer, module, engine, seed, units and their activations) in ``out``.
+    ``project_<model>_<image>_layer<layer>.png`` (see :func:`draw_projections`) and ``.json``
+    (model, layer, module, engine, seed, units and their activations) in ``out``.
 
     Args:
         model (LoadedModel): the model.
@@ -133,7 +133,7 @@ def save_strongest_projections(model, image: torch.Tensor, layer: str | int, out
         seed (str): ``"activation"`` (the paper) or ``"unit"``.
         engine (str): ``"auto"``, ``"explicit"`` or ``"generic"``
             (:func:`deconv.deconvnet.deconvnet_for`).
-        image_name (str): recorded in the JSON.
+        image_name (str): recorded in the JSON; its stem is part of the file names.
 
     Returns:
         dict: the JSON record, plus ``png`` and ``json`` (the paths written).
@@ -143,7 +143,9 @@ def save_strongest_projections(model, image: torch.Tensor, layer: str | int, out
     result = project_strongest(model, image, layer, top, channel, seed, engine)
     out = Path(out)
     name = getattr(model, "name", type(model).__name__)
-    stem = f"project_{name}_layer{str(layer).replace('.', '_')}"
+    # The image's name is part of the file names, so several images can share one ``out``.
+    picture = f"_{Path(image_name).stem}" if image_name else ""
+    stem = f"project_{name}{picture}_layer{str(layer).replace('.', '_').replace(':', '-')}"
     png = draw_projections(model, image, result, out / f"{stem}.png",
                            title=f"{name}: layer {layer} ({result['layer']}), "
                                  f"{result['engine']}, seed={seed}")

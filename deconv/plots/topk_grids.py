@@ -22,10 +22,13 @@ from PIL import Image
 
 from deconv.activations import tile_images
 from deconv.deconvnet.choose import deconvnet_for
+from deconv.errors import InvalidArgumentError
+from deconv.layers import module_of
 from deconv.mining.result import TopKResult
 from deconv.plots.png import save_palette_png
 from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display
 from deconv.receptive_field import receptive_field
+from deconv.validation import check_channel
 
 __all__ = ["TopKPanel", "unit_window", "crop", "pick_channels", "top_k_panels",
            "render_top_k_figure", "mine_and_draw"]
@@ -165,11 +168,11 @@ def render_top_k_figure(panels: Sequence[TopKPanel], path: str | Path, title: st
     from PIL import ImageDraw
 
     if not panels:
-        raise ValueError("no panels to draw: every chosen channel had no entries")
+        raise InvalidArgumentError("no panels to draw: every chosen channel had no entries")
     for what, extra in (("notes", notes), ("histograms", histograms)):
         if extra is not None and len(extra) != len(panels):
-            raise ValueError(f"{what} must give one entry per panel: {len(extra)} for "
-                             f"{len(panels)} panels")
+            raise InvalidArgumentError(f"{what} must give one entry per panel: {len(extra)} for "
+                                       f"{len(panels)} panels")
     blocks = []
     for panel in panels:
         left = tile_images(panel.projections, columns, 2)
@@ -216,7 +219,7 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
                   channels: int | Sequence[int] = 4, seed: int = 0, batch_size: int = 16,
                   tile: int = 64, num_workers: int = 0, progress: bool = True,
                   checkpoint: str | Path | None = None, max_iou: float | None = None,
-                  overlap: str = "iou", candidates: int = 8) -> dict:
+                  overlap: str = "iou", candidates: int = 8, checkpoint_every: int = 50) -> dict:
     """Mine ``dataset`` once, then write one Fig. 2 PNG per layer and ``topk.json``.
 
     Args:
@@ -242,6 +245,8 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
         overlap (str): ``"iou"`` or ``"min"`` (intersection over the smaller box), see
             :func:`deconv.mining.distinct.box_iou`.
         candidates (int): spare candidates per kept entry when ``max_iou`` is set.
+        checkpoint_every (int): batches between saves of the state (it is also saved on
+            Ctrl-C or a crash).
 
     Returns:
         dict: what was written to ``topk.json`` (timings, channels, entries, figure paths).
@@ -256,11 +261,20 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     names = [resolve_layer(loaded, layer) for layer in layers]
     paper = {v: k_ for k_, v in getattr(loaded, "layers", {}).items()}
+    if not isinstance(channels, int):  # refused before mining, not after
+        for name, count in _channel_counts(loaded, dataset, names).items():
+            for c in channels:
+                check_channel(c, count, name)
     start = time.perf_counter()
     mined_k = k if max_iou is None else k * candidates
     result = mine_top_k(loaded, dataset, names, k=mined_k, batch_size=batch_size,
-                        num_workers=num_workers, progress=progress, checkpoint=checkpoint)
+                        num_workers=num_workers, progress=progress, checkpoint=checkpoint,
+                        checkpoint_every=checkpoint_every)
     mining_s = time.perf_counter() - start
+    if result.images_seen == 0:
+        raise InvalidArgumentError(
+            f"no image could be read: all {result.skipped} files were skipped (see the "
+            f"warnings); give a folder of readable images")
     distinct = None
     if max_iou is not None:
         from deconv.mining.distinct import distinct_top_k, field_regions
@@ -290,7 +304,7 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
         enough = min(k, max(result.images_seen, 1))
         chosen = (pick_channels(result, name, channels, seed=seed, min_entries=enough)
                   if isinstance(channels, int)
-                  else [c for c in channels if 0 <= c < result.channels(name)])
+                  else list(channels))
         panels = top_k_panels(loaded, result, image_of, name, chosen, loaded.deprocess,
                               tile=tile)
         label = f"layer {paper[name]} ({name})" if name in paper else f"layer {name}"
@@ -315,3 +329,28 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
                     entry["file"] = str(dataset.files[i])
     (out / "topk.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _channel_counts(loaded, dataset, names: Sequence[str]) -> dict[str, int]:
+    """Channels of each layer, from one forward of the first readable item of ``dataset``."""
+    import warnings
+
+    from deconv.mining.taps import LayerTaps
+
+    counts: dict[str, int] = {}
+
+    def count(name: str, output: torch.Tensor) -> None:
+        counts[name] = int(output.shape[1])
+
+    for i in range(min(len(dataset), 16)):
+        with warnings.catch_warnings(record=True):  # the mining run reports bad files
+            warnings.simplefilter("always")
+            item = dataset[i]
+        item = item[0] if isinstance(item, (tuple, list)) else item
+        if isinstance(item, torch.Tensor):
+            param = next(module_of(loaded).parameters(), None)
+            batch = item[None] if param is None else item[None].to(param.device, param.dtype)
+            with LayerTaps(loaded, names, count) as taps:
+                taps.run(batch)
+            return counts
+    return {}

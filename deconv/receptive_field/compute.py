@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import UnknownLayerError, module_of, resolve_layer
 from deconv.model_state import eval_mode
 from deconv.receptive_field.field import (
@@ -86,8 +87,9 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
         size = (size, size)
     if (not isinstance(size, (tuple, list)) or len(size) != 2
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
-        raise ValueError(f"input_size must be a positive int or a pair (h, w) of them, got "
-                         f"{size!r}")
+        raise InvalidArgumentError(
+            f"input_size must be a positive int or a pair (h, w) of them, got "
+            f"{size!r}")
     return int(size[0]), int(size[1])
 
 

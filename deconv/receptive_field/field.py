@@ -15,9 +15,7 @@ from typing import Any
 
 import torch
 
-
-class ReceptiveFieldError(ValueError):
-    """Raised when a layer's receptive field cannot be expressed as a regular grid of boxes."""
+from deconv.errors import OutOfRangeError, ReceptiveFieldError
 
 
 def _cannot(what: str, why: str) -> ReceptiveFieldError:
@@ -84,8 +82,9 @@ class ReceptiveField:
         """
         for name, value, limit in (("y", y, self.output_size[0]), ("x", x, self.output_size[1])):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
-                raise IndexError(f"unit {name}={value!r} is outside this layer's output, which "
-                                 f"has {limit} positions along {name} (0..{limit - 1})")
+                raise OutOfRangeError(
+                    f"unit {name}={value!r} is outside this layer's output, which "
+                    f"has {limit} positions along {name} (0..{limit - 1})")
         top = self.start[0] + y * self.jump[0]
         left = self.start[1] + x * self.jump[1]
         bottom, right = top + self.size[0], left + self.size[1]

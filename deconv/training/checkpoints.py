@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from deconv.errors import MissingFileError
+
 __all__ = ["export_run", "read_manifest", "final_checkpoint", "epoch_checkpoints"]
 
 MANIFEST = "manifest.json"
@@ -42,7 +44,7 @@ def export_run(run_dir: str | Path, dest: str | Path, command: str, model_config
     run_dir, dest = Path(run_dir), Path(dest)
     files = sorted(run_dir.glob("epoch_*.pt"))
     if not files:
-        raise FileNotFoundError(f"no epoch_*.pt checkpoints in {run_dir}; train first")
+        raise MissingFileError(f"no epoch_*.pt checkpoints in {run_dir}; train first")
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("epoch_*.pt"):
         old.unlink()
@@ -72,7 +74,7 @@ def read_manifest(dest: str | Path) -> dict:
     """
     path = Path(dest) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train and export with "
+        raise MissingFileError(f"{path} not found: train and export with "
                                 f"`python experiments/train_zfnet.py --retrain`")
     return json.loads(path.read_text())
 
@@ -81,7 +83,7 @@ def final_checkpoint(dest: str | Path) -> Path:
     """Path of the final checkpoint of an exported run (from its manifest)."""
     path = Path(dest) / read_manifest(dest)["final"]
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is named in the manifest but missing; retrain")
+        raise MissingFileError(f"{path} is named in the manifest but missing; retrain")
     return path
 
 

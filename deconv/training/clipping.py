@@ -11,13 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["filter_rms", "feature_scale_clip", "feature_scale_clip_by_layer"]
 
 
 def filter_rms(weight: torch.Tensor) -> torch.Tensor:
     """RMS of each filter of a conv weight ``[out, in, kh, kw]`` -> ``[out]``."""
     if weight.dim() < 2:
-        raise ValueError(f"expected a conv weight [out, in, ...], got shape {tuple(weight.shape)}")
+        raise InvalidArgumentError(
+            f"expected a conv weight [out, in, ...], got shape {tuple(weight.shape)}")
     return weight.detach().flatten(1).pow(2).mean(dim=1).sqrt()
 
 
@@ -56,7 +59,7 @@ def feature_scale_clip_by_layer(model: nn.Module, radius: float = 0.1) -> dict[s
         ValueError: ``radius`` is not positive.
     """
     if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius}")
+        raise InvalidArgumentError(f"radius must be positive, got {radius}")
     counts: dict[str, int] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvNd):

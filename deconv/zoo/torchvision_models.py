@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -16,6 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
+from deconv.validation import read_checkpoint
 from deconv.zoo.registry import (
     LoadedModel,
     WeightsUnavailableError,
@@ -40,22 +43,52 @@ def cached_weights_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
+def resolve_host(host: str, port: int, timeout: float) -> list | None:
+    """``socket.getaddrinfo`` with a deadline: None if it fails or takes over ``timeout`` s.
+
+    The lookup runs in a daemon thread, so a stalled resolver (which ``socket``'s own timeouts
+    do not cover) cannot make the caller wait longer than ``timeout``.
+    """
+    found: list = []
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError:
+            found.append(None)
+
+    worker = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return found[0] if found else None
+
+
 def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether ``url``'s host accepts a TCP connection on 443 within ``timeout`` seconds in
+    all (name resolution included)."""
     if os.environ.get("DECONV_OFFLINE", "") not in ("", "0"):
         return False
-    host = urlparse(url).hostname
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    deadline = time.monotonic() + timeout
+    addresses = resolve_host(urlparse(url).hostname, 443, timeout)
+    for family, kind, proto, _, address in addresses or []:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            with socket.socket(family, kind, proto) as connection:
+                connection.settimeout(left)
+                connection.connect(address)
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _weights_state(name: str) -> dict:
     weights = _SPECS[name][1]
     path = cached_weights_path(name)
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_checkpoint(path, f"cached ImageNet weights of {name!r}")
     if not _reachable(weights.url):
         raise WeightsUnavailableError(
             f"ImageNet weights for {name!r} are not cached at {path} and "

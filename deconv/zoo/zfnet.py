@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError, UnknownNameError
 from deconv.zoo.registry import LoadedModel, imagenet_categories, load_checkpoint, register_model
 
 __all__ = ["ZFNet", "ZFNetConfig", "ZFNET_CONFIGS"]
@@ -67,12 +68,13 @@ class ZFNetConfig:
 
     def __post_init__(self):
         if self.init not in ("paper", "kaiming"):
-            raise ValueError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
+            raise InvalidArgumentError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
         if self.classes not in ("imagenet", "fashion-mnist", "none"):
-            raise ValueError(f"classes must be 'imagenet', 'fashion-mnist' or 'none', "
-                             f"got {self.classes!r}")
+            raise InvalidArgumentError(f"classes must be 'imagenet', 'fashion-mnist' or 'none', "
+                                                 f"got {self.classes!r}")
         if len(self.widths) != 5:
-            raise ValueError(f"widths must give the 5 conv layers' filters, got {self.widths}")
+            raise InvalidArgumentError(
+                f"widths must give the 5 conv layers' filters, got {self.widths}")
 
 
 #: Fashion-MNIST statistics of the training images (pixels in [0, 1]), repeated over RGB.
@@ -161,7 +163,8 @@ def build_zfnet(weights: str | None = "default", config: str | ZFNetConfig = "pa
                 seed: int = 0) -> LoadedModel:
     """ZFNet with the paper's random init (seeded) or a checkpoint (``weights=<path>``)."""
     if isinstance(config, str) and config not in ZFNET_CONFIGS:
-        raise KeyError(f"unknown ZFNet config {config!r}; choose one of {list(ZFNET_CONFIGS)}")
+        raise UnknownNameError(
+            f"unknown ZFNet config {config!r}; choose one of {list(ZFNET_CONFIGS)}")
     cfg = ZFNET_CONFIGS[config] if isinstance(config, str) else config
     with torch.random.fork_rng():
         torch.manual_seed(seed)
