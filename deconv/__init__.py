@@ -23,6 +23,7 @@ from deconv._deprecation import warn_deprecated as _warn_deprecated
 from deconv.activations import dead_feature_maps, feature_maps
 from deconv.correspondence import correspondence_delta
 from deconv.deconvnet import Deconvnet, GenericDeconvnet, TopUnits, UnsupportedModuleError
+from deconv.errors import DeconvError
 from deconv.invariance import invariance_curves
 from deconv.layers import UnknownLayerError, get_layer, layer_names, resolve_layer
 from deconv.methods import attribute, list_methods, register_method
@@ -37,6 +38,8 @@ from deconv.zoo import LoadedModel, WeightsUnavailableError, list_models, load_m
 __version__ = "0.1.0"
 
 __all__ = [
+    # errors (every bad input raises a subclass: deconv.errors)
+    "DeconvError",
     # models and layers
     "LoadedModel",
     "WeightsUnavailableError",

@@ -177,7 +177,6 @@ def check_images(images, model=None, *, name: str = "images", batch: bool = True
     if channels is not None and images.shape[-3] != channels:
         raise InvalidImageError(f"{name} has {images.shape[-3]} channels, the model expects "
                                 f"{channels}")
-    check_finite(name, images)
     if model is not None:
         dtype, device = model_dtype_device(model)
         if dtype is not None and images.dtype != dtype:
@@ -188,6 +187,8 @@ def check_images(images, model=None, *, name: str = "images", batch: bool = True
             raise DeviceMismatchError(
                 f"{name} are on {images.device} but the model is on {device}; move them "
                 f"with images.to('{device}')")
+    if images.device.type != "meta":
+        check_finite(name, images)
     return images
 
 
