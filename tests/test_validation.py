@@ -17,7 +17,7 @@ from torch import nn
 
 import deconv
 from deconv import errors
-from deconv.layers import ModuleName, resolve_layer
+from deconv.layers import ModuleName, register_paper_layers, resolve_layer
 from deconv.mining import mine_top_k
 from deconv.mining.result import TopKResult
 from deconv.validation import (
@@ -36,18 +36,21 @@ def test_every_error_is_a_deconv_error_and_keeps_its_builtin_base():
         assert issubclass(getattr(errors, name), errors.DeconvError), name
     bases = {"UnknownLayerError": ValueError, "ReusedModuleError": RuntimeError,
              "WeightsUnavailableError": RuntimeError, "ReceptiveFieldError": ValueError,
-             "UnsupportedModuleError": ValueError, "CorruptImageError": ValueError,
+             "CorruptImageError": ValueError,
              "ResumeMismatchError": ValueError, "FashionMNISTNotFoundError": FileNotFoundError,
              "InvalidTypeError": TypeError, "OutOfRangeError": IndexError,
              "WeightsMismatchError": RuntimeError}
     for name, base in bases.items():
         assert issubclass(getattr(errors, name), base), name
+    from deconv.occlusion.incremental_plan import IncrementalPlanError
+    assert issubclass(IncrementalPlanError, errors.DeconvError)
+    assert issubclass(deconv.UnsupportedModuleError, (errors.DeconvError, ValueError))
     # The old import paths still give the same classes.
     from deconv.deconvnet.path import UnsupportedModuleError
     from deconv.layers import UnknownLayerError
     from deconv.zoo.registry import WeightsUnavailableError
     assert UnknownLayerError is errors.UnknownLayerError
-    assert UnsupportedModuleError is errors.UnsupportedModuleError
+    assert UnsupportedModuleError is deconv.UnsupportedModuleError
     assert WeightsUnavailableError is errors.WeightsUnavailableError
     assert deconv.DeconvError is errors.DeconvError
 
@@ -142,7 +145,7 @@ class _PaperNet(nn.Sequential):
     def __init__(self):
         super().__init__(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
                          nn.Conv2d(4, 4, 3), nn.ReLU())
-        self.paper_layers = {1: "1", 2: "3"}
+        register_paper_layers(self, {1: "1", 2: "3"})
 
 
 def test_one_layer_rule_digits_are_paper_layers_and_module_prefix_forces_a_module():
