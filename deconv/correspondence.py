@@ -112,7 +112,7 @@ def face_images(size: int = 224, names: Sequence[str] | None = None,
         photo = sample_images([entry["sample"]])[0].image
         if list(photo.size) != list(entry["size"]):
             raise InvalidArgumentError(f"{name}: photo is {photo.size}, landmarks were made on "
-                                                 f"{entry['size']}; re-annotate")
+                                                           f"{entry['size']}; re-annotate")
         crop = entry["face_crop"]
         side = crop[2] - crop[0]
         if crop[3] - crop[1] != side:
@@ -173,7 +173,7 @@ def pairwise_sign_hamming(eps: torch.Tensor) -> torch.Tensor:
     """
     if eps.ndim < 2 or eps.shape[0] < 2:
         raise InvalidArgumentError(f"need at least two difference vectors [N, ...], got shape "
-                                             f"{list(eps.shape)}")
+                                                       f"{list(eps.shape)}")
     signs = torch.sign(eps.reshape(eps.shape[0], -1))
     n = signs.shape[0]
     out = torch.zeros(n, n, dtype=torch.float64)
@@ -239,15 +239,16 @@ def shared_random_boxes(sizes: Sequence[tuple[int, int]], image_size: int,
     widths = [w for w, _ in sizes]
     heights = [h for _, h in sizes]
     if max(widths) > image_size or max(heights) > image_size:
-        raise ValueError(f"a box of {max(widths)}x{max(heights)} does not fit a {image_size} px "
-                         "image")
+        raise InvalidArgumentError(
+            f"a box of {max(widths)}x{max(heights)} does not fit a {image_size} px "
+            "image")
     # the centre cx must satisfy cx - w // 2 >= 0 and cx - w // 2 + w <= image_size for all
     low_x = max(w // 2 for w in widths)
     high_x = min(image_size - w + w // 2 for w in widths)
     low_y = max(h // 2 for h in heights)
     high_y = min(image_size - h + h // 2 for h in heights)
     if high_x < low_x or high_y < low_y:
-        raise ValueError("the boxes have no common centre inside the image")
+        raise InvalidArgumentError("the boxes have no common centre inside the image")
     cx = int(torch.randint(low_x, high_x + 1, (1,), generator=generator))
     cy = int(torch.randint(low_y, high_y + 1, (1,), generator=generator))
     return [(cx - w // 2, cy - h // 2, cx - w // 2 + w, cy - h // 2 + h) for w, h in sizes]
@@ -286,11 +287,11 @@ def bootstrap_delta(distances: torch.Tensor, reference: torch.Tensor | None = No
     sets = as_sets(distances)
     n = sets.shape[-1]
     if sets.ndim != 3 or sets.shape[-2] != n or n < 3:
-        raise ValueError(f"need distances [N, N] or [D, N, N] with N >= 3, got "
-                         f"{list(distances.shape)}")
+        raise InvalidArgumentError(f"need distances [N, N] or [D, N, N] with N >= 3, got "
+                                   f"{list(distances.shape)}")
     ref = as_sets(reference) if reference is not None else None
     if ref is not None and ref.shape[-1] != n:
-        raise ValueError(f"reference has {ref.shape[-1]} images, distances {n}")
+        raise InvalidArgumentError(f"reference has {ref.shape[-1]} images, distances {n}")
     generator = torch.Generator().manual_seed(seed)
 
     def delta(d: torch.Tensor, index: torch.Tensor) -> float:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["linear_cka", "gram_linear"]
 
 
@@ -27,7 +29,8 @@ def gram_linear(features: torch.Tensor) -> torch.Tensor:
         ValueError: fewer than 2 rows.
     """
     if features.dim() < 2 or features.shape[0] < 2:
-        raise ValueError(f"expected features [n >= 2, ...], got shape {tuple(features.shape)}")
+        raise InvalidArgumentError(
+            f"expected features [n >= 2, ...], got shape {tuple(features.shape)}")
     x = features.detach().flatten(1).double()
     x = x - x.mean(dim=0, keepdim=True)
     return x @ x.T
@@ -47,8 +50,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
         ValueError: the row counts differ or are below 2.
     """
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must describe the same inputs (rows): got {x.shape[0]} and "
-                         f"{y.shape[0]} rows")
+        raise InvalidArgumentError(
+            f"x and y must describe the same inputs (rows): got {x.shape[0]} and "
+            f"{y.shape[0]} rows")
     k, m = gram_linear(x), gram_linear(y)
     denom = torch.linalg.matrix_norm(k) * torch.linalg.matrix_norm(m)
     if not denom > 0:

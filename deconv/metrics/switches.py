@@ -23,13 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["record_switches", "transplanted_switches", "switch_agreement"]
 
 
 def _pools(model: nn.Module) -> list[tuple[str, nn.MaxPool2d]]:
     pools = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)]
     if not pools:
-        raise ValueError("the model has no nn.MaxPool2d: it has no switches to transplant")
+        raise InvalidArgumentError(
+            "the model has no nn.MaxPool2d: it has no switches to transplant")
     return pools
 
 
@@ -84,8 +87,9 @@ def transplanted_switches(model: nn.Module, donor: torch.Tensor) -> Iterator[dic
         x = inputs[0]
         idx = switches[name]
         if x.shape[0] > idx.shape[0]:
-            raise ValueError(f"the donor batch has {idx.shape[0]} images, the input {x.shape[0]}:"
-                             f" give one donor per image")
+            raise InvalidArgumentError(
+                f"the donor batch has {idx.shape[0]} images, the input {x.shape[0]}:"
+                f" give one donor per image")
         idx = idx[:x.shape[0]]
         return x.flatten(2).gather(2, idx.flatten(2)).view_as(output)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from deconv.errors import InvalidArgumentError
 from deconv.mining.result import TopKResult
 
 __all__ = ["box_iou", "distinct_top_k", "field_regions", "RegionFn"]
@@ -44,7 +45,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor, measure: str = "iou") -> torch.Ten
         torch.Tensor: float64 overlap in [0, 1]; 0 where the denominator is empty.
     """
     if measure not in OVERLAPS:
-        raise ValueError(f"unknown overlap measure {measure!r}; choose one of {OVERLAPS}")
+        raise InvalidArgumentError(f"unknown overlap measure {measure!r}; choose one of {OVERLAPS}")
     a, b = a.double(), b.double()
     height = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(0)
     width = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(0)
@@ -126,12 +127,13 @@ def distinct_top_k(result: TopKResult, regions: RegionFn, k: int = 9,
         ValueError: ``k`` larger than the mined ``k``, or ``max_iou`` outside [0, 1).
     """
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= result.k:
-        raise ValueError(f"k must be an int in [1, {result.k}] (the mined k), got {k!r}; mine "
-                         f"more candidates (mine_top_k(..., k=k * 8)) to keep more")
+        raise InvalidArgumentError(
+            f"k must be an int in [1, {result.k}] (the mined k), got {k!r}; mine "
+            f"more candidates (mine_top_k(..., k=k * 8)) to keep more")
     if not 0 <= max_iou < 1:
-        raise ValueError(f"max_iou must be in [0, 1), got {max_iou!r}")
+        raise InvalidArgumentError(f"max_iou must be in [0, 1), got {max_iou!r}")
     if measure not in OVERLAPS:
-        raise ValueError(f"unknown overlap measure {measure!r}; choose one of {OVERLAPS}")
+        raise InvalidArgumentError(f"unknown overlap measure {measure!r}; choose one of {OVERLAPS}")
     out = TopKResult(list(result.layers), k, result.per_image, map_sizes=dict(result.map_sizes),
                      images_seen=result.images_seen, skipped_ids=list(result.skipped_ids),
                      meta=dict(result.meta))

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from deconv.datasets import fashion_batch_transform, load_fashion_mnist
+from deconv.errors import InvalidArgumentError, MissingFileError
 from deconv.training.clipping import filter_rms
 from deconv.training.loop import TrainSettings, train
 from deconv.zoo import LoadedModel, load_model
@@ -142,14 +143,15 @@ def load_ablation_run(dest: str | Path) -> tuple[LoadedModel, torch.Tensor, dict
     """
     dest = Path(dest)
     if not (dest / "weights.pt").is_file():
-        raise FileNotFoundError(f"{dest}/weights.pt not found: train the ablation with "
+        raise MissingFileError(f"{dest}/weights.pt not found: train the ablation with "
                                 f"`python experiments/fig6_ablation.py --retrain`")
     log = json.loads((dest / "log.json").read_text())
     saved = torch.load(dest / "weights.pt", map_location="cpu", weights_only=True)
     loaded = load_model("zfnet", config=log["config"], weights=None, seed=log["settings"]["seed"])
     missing = loaded.model.load_state_dict(saved["state"], strict=False)
     if missing.unexpected_keys:
-        raise ValueError(f"{dest}/weights.pt has unexpected keys {missing.unexpected_keys}")
+        raise InvalidArgumentError(
+            f"{dest}/weights.pt has unexpected keys {missing.unexpected_keys}")
     loaded.model.eval()
     return loaded, saved["conv1_by_epoch"].float(), log
 
