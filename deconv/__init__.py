@@ -13,7 +13,7 @@ there: :mod:`deconv.zoo` (models), :mod:`deconv.deconvnet` (projections), :mod:`
 :mod:`deconv.methods` and :mod:`deconv.metrics` (attribution methods and their scores),
 :mod:`deconv.training`, :mod:`deconv.probes`, :mod:`deconv.datasets`, :mod:`deconv.distributed`,
 :mod:`deconv.correspondence`, :mod:`deconv.invariance`, :mod:`deconv.samples`,
-:mod:`deconv.model_state`. Names that used to be exported here and are not any more still work
+:mod:`deconv.model_state`, :mod:`deconv.atlas` (a browsable offline site of every feature map). Names that used to be exported here and are not any more still work
 for one release, with a ``DeprecationWarning`` that says where they live now.
 """
 
@@ -21,6 +21,7 @@ import importlib as _importlib
 
 from deconv._deprecation import warn_deprecated as _warn_deprecated
 from deconv.activations import dead_feature_maps, feature_maps
+from deconv.atlas import build_atlas
 from deconv.correspondence import correspondence_delta
 from deconv.deconvnet import Deconvnet, GenericDeconvnet, TopUnits, UnsupportedModuleError
 from deconv.errors import DeconvError
@@ -82,6 +83,8 @@ __all__ = [
     # feature visualization by optimization
     "FeatureVisualization",
     "visualize_feature",
+    # the atlas: a browsable offline site of every feature map
+    "build_atlas",
     # attribution methods (ours and captum's)
     "attribute",
     "list_methods",

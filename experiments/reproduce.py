@@ -40,6 +40,7 @@ STEPS: list[tuple[str, list[str]]] = [
     ("fig6_ablation", []),  # analyses the committed ablation checkpoints
     ("table7_probes", []),
     ("compare_captum", []),
+    ("atlas_screenshots", []),  # builds the --quick zfnet-fashion atlas in atlas-quick/
 ]
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench_projection", []),

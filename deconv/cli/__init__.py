@@ -14,7 +14,7 @@ import sys
 from deconv.errors import DeconvError, UsageError
 
 # Subcommand modules, in the order ``deconv --help`` lists them.
-SUBCOMMANDS = ["models", "project", "topk", "occlude", "optimize", "compare"]
+SUBCOMMANDS = ["models", "project", "topk", "occlude", "optimize", "compare", "atlas"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", action="store_true",
                    help="also compute deletion / insertion AUC (16 steps) per image")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="results/compare_cli", help="output directory")
     p.set_defaults(func=run)
 
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
     import torch
+    from tqdm.auto import tqdm
 
     import deconv
     from deconv.methods import attribute
@@ -102,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
                "occlusion": {"patch": args.patch, "stride": args.stride}}
     maps, record = {}, {"model": args.model, "images": [n for n, _ in pictures],
                         "targets": [loaded.categories[t] for t in targets], "methods": {}}
-    for name in methods:
+    bar = tqdm(methods, desc="methods", unit="method", disable=getattr(args, "no_progress", False))
+    for name in bar:
+        bar.set_postfix_str(name)
         start = time.perf_counter()
         maps[name] = attribute(name, loaded, batch, targets, **options.get(name, {})).float()
         entry = {"seconds_per_image": round((time.perf_counter() - start) / len(pictures), 3)}
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             entry["insertion_auc"] = [round(insertion(loaded, x, m, t).auc, 4)
                                       for x, m, t in zip(batch, maps[name], targets)]
         record["methods"][name] = entry
-        print(f"{name:30s} {entry['seconds_per_image']:.2f} s/image", flush=True)
+        bar.write(f"{name:30s} {entry['seconds_per_image']:.2f} s/image")
     check_output_dir(out)
     labels = [f"{n}\n{loaded.categories[t][:16]}" for (n, _), t in zip(pictures, targets)]
     fig = method_grid(loaded.deprocess(batch), maps, labels, title=f"{args.model}")

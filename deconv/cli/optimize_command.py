@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-decorrelate", action="store_true", help="optimize in plain RGB")
     p.add_argument("--no-transforms", action="store_true", help="no transformation robustness")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         loaded, objective, batch=len(objectives), size=args.size, steps=args.steps, lr=args.lr,
         parametrization=args.parametrization, decorrelate=not args.no_decorrelate,
         transforms=None if args.no_transforms else "standard", seed=args.seed,
-        device=args.device)
+        device=args.device, progress=not getattr(args, "no_progress", False))
     inputs = loaded.normalize(result.images.to(args.device))
     means = evaluate(loaded, channel(name, args.channel), inputs).cpu()
     pre_means = (evaluate(loaded, channel(name, args.channel, pre_activation=True), inputs).cpu()

@@ -35,6 +35,7 @@ Usage::
 """
 
 from deconv._deprecation import deprecated_names
+from deconv.optimization.batched import SIGNS, ChannelOptima, optimize_channels
 from deconv.optimization.objectives import (
     ActivationCapture,
     Objective,
@@ -76,12 +77,13 @@ from deconv.optimization.visualize import (
 )
 
 __all__ = [
-    "COLOR_CORRELATION_SVD_SQRT", "ActivationCapture", "Compose", "FeatureVisualization",
-    "FourierImage", "ImageParam", "Jitter", "Objective", "Pad", "PixelImage", "RandomRotate",
-    "RandomScale", "ReusedModuleError", "Tap", "channel", "class_logit", "colour_correlation_sqrt",
-    "diversity", "evaluate", "from_rgb", "is_activation_layer", "layer_activation", "make_image",
-    "neuron", "optima_objectives", "per_image", "redirected_relu",
-    "standard_transforms", "to_rgb", "visualize_feature",
+    "COLOR_CORRELATION_SVD_SQRT", "SIGNS", "ActivationCapture", "ChannelOptima", "Compose",
+    "FeatureVisualization", "FourierImage", "ImageParam", "Jitter", "Objective", "Pad",
+    "PixelImage", "RandomRotate", "RandomScale", "ReusedModuleError", "Tap", "channel",
+    "class_logit", "colour_correlation_sqrt", "diversity", "evaluate", "from_rgb",
+    "is_activation_layer", "layer_activation", "make_image", "neuron", "optima_objectives",
+    "optimize_channels", "per_image", "redirected_relu", "standard_transforms", "to_rgb",
+    "visualize_feature",
 ]
 
 __getattr__ = deprecated_names(__name__, {

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from deconv._deprecation import deprecated_names
 from deconv.errors import InvalidArgumentError, InvalidTypeError
@@ -75,7 +76,8 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
                       transforms: Callable | Sequence[Callable] | str | None = "standard",
                       seed: int = 0, normalize: Callable | None = None,
                       device: str | torch.device | None = None,
-                      progress: bool = False) -> FeatureVisualization:
+                      progress: bool = False, shared_start: bool = False
+                      ) -> FeatureVisualization:
     """Optimize images that maximize (or, ``negative``, minimize) ``objective``.
 
     Olah, Mordvintsev & Schubert, "Feature Visualization", Distill 2017. Their figures use
@@ -105,7 +107,12 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
         normalize (Callable | None): pixels in [0, 1] -> model input; default
             ``LoadedModel.normalize`` for a zoo model, identity for a bare module.
         device (str | torch.device | None): default: where the model's parameters are.
-        progress (bool): print the objective every 32 steps.
+        progress (bool): a progress bar over the steps, with the objective.
+        shared_start (bool): every image of the batch starts from the same random draw, the
+            one a ``batch=1`` run with this ``seed`` starts from. The transforms draw the same
+            numbers too (one draw per step for the whole batch), so with one objective per
+            image, image ``i`` is the optimum a one-image run of objective ``i`` gives (see
+            :func:`~deconv.optimization.batched.optimize_channels`).
 
     Returns:
         FeatureVisualization: images, objective values before/after, per-step history.
@@ -135,7 +142,11 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
         param = next(module.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
-    image = make_image(size, batch, parametrization, decorrelate, generator=generator).to(device)
+    image = make_image(size, 1 if shared_start else batch, parametrization, decorrelate,
+                       generator=generator)
+    if shared_start and batch > 1:
+        image = _repeated(image, batch, parametrization, decorrelate, size)
+    image = image.to(device)
     sign = -1.0 if negative else 1.0
     history: list[float] = []
     start = time.perf_counter()
@@ -145,15 +156,17 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
             capture.run(norm(image()), full=True)  # finds reused modules once
         initial = objective(capture.tensors).detach().cpu()
         optimizer = torch.optim.Adam(image.parameters(), lr=lr)
-        for step in range(steps):
+        bar = tqdm(total=steps, desc="optimizing", unit="step", disable=not progress)
+        for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             pixels = transform(image(), generator)
             values = objective(capture.run(norm(pixels)))
             (-sign * values.sum()).backward()
             optimizer.step()
             history.append(float(values.detach().mean()))
-            if progress and (step % 32 == 0 or step == steps - 1):
-                print(f"  step {step:4d}: objective {history[-1]:.4g}", flush=True)
+            bar.update(1)
+            bar.set_postfix(objective=f"{history[-1]:.4g}", refresh=False)
+        bar.close()
     seconds = time.perf_counter() - start
     with torch.no_grad():
         pixels = image().detach()
@@ -162,8 +175,18 @@ def visualize_feature(model, objective: Objective | Sequence[Objective], *,
                 "batch": batch, "steps": steps, "lr": lr, "parametrization": parametrization,
                 "decorrelate": decorrelate,
                 "transforms": "none" if transform is _identity else repr(transform),
-                "seed": seed}
+                "seed": seed, "shared_start": shared_start}
     return FeatureVisualization(pixels.cpu().float(), final, initial, history, seconds, settings)
+
+
+def _repeated(image: torch.nn.Module, batch: int, parametrization: str, decorrelate: bool,
+              size: int | tuple[int, int]) -> torch.nn.Module:
+    """A ``batch``-image parametrization whose every image starts as the one of ``image``."""
+    out = make_image(size, batch, parametrization, decorrelate, sd=0.0,
+                     generator=torch.Generator())  # overwritten below; global RNG untouched
+    for mine, theirs in zip(out.parameters(), image.parameters()):
+        mine.data.copy_(theirs.data.expand_as(mine))
+    return out
 
 
 def _identity(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

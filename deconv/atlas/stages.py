@@ -1,0 +1,215 @@
+"""The stages of an atlas build: mining, projections, optima. Each one skips what is done.
+
+* **mining**: :func:`deconv.mine_top_k` (resumable checkpoint) for the layers not mined yet,
+  then one pass of per-image maxima (:func:`deconv.atlas.stats.per_image_maxima`) for their
+  histograms, dead fractions and labels; saved per layer.
+* **projections**: per channel the top-k patches (cropped to the receptive field), their
+  deconvnet projections (Zeiler & Fergus 2014) and guided-backprop projections (Springenberg
+  et al. 2014), batched over many channels; layer-1 filters; one record per channel.
+* **optima**: positive and negative optima (Olah et al. 2017) of up to ``budget`` channels
+  per layer that have none yet, optimised together (:func:`deconv.optimization.
+  optimize_channels`); seconds per optimum recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from deconv.atlas import images as pictures
+from deconv.atlas.model_card import LayerCard
+from deconv.atlas.sources import AtlasData
+from deconv.atlas.stats import channel_summary, per_image_maxima
+from deconv.atlas.workdir import WorkDir, read_json, slug, write_json
+from deconv.layers import module_of
+from deconv.mining import TopKResult, mine_top_k
+
+__all__ = ["mine_layers", "project_layer", "optimize_layer", "image_path"]
+
+
+def image_path(layer: str, channel: int, kind: str) -> str:
+    """Site-relative path of one picture of a channel."""
+    return f"img/{slug(layer)}/c{channel:04d}-{kind}.jpg"
+
+
+def mine_layers(model, data: AtlasData, layers: list[str], work: WorkDir, k: int,
+                batch_size: int, progress: bool) -> dict[str, float]:
+    """Mine the layers that have no ``topk.pt``/``stats.json`` yet; returns stage seconds."""
+    todo = [name for name in layers if not (work.layer(name) / "stats.json").is_file()]
+    if not todo:
+        return {}
+    key = hashlib.sha256("|".join(todo).encode()).hexdigest()[:12]
+    checkpoint = work.root / f"mining-{key}.pt"
+    start = time.perf_counter()
+    result = mine_top_k(model, data.dataset, todo, k, batch_size=batch_size,
+                        checkpoint=checkpoint, progress=progress)
+    mined = time.perf_counter()
+    tables = per_image_maxima(model, data.dataset, todo, batch_size, progress)
+    for name in todo:
+        one = TopKResult([name], result.k, result.per_image, {name: result.values[name]},
+                         {name: result.image_ids[name]}, {name: result.positions[name]},
+                         {name: result.map_sizes[name]}, result.images_seen,
+                         list(result.skipped_ids), {"layer": name})
+        one.save(work.layer(name) / "topk.pt")
+        maxima, nonzero = tables[name]
+        summary = channel_summary(maxima, nonzero, result.values[name], result.image_ids[name],
+                                  data.labels, data.class_names)
+        ys, xs = one.ys(name), one.xs(name)
+        for c, record in enumerate(summary):
+            n = len(record["top_image_ids"])
+            record["top_positions"] = [[int(y), int(x)] for y, x in zip(ys[c][:n], xs[c][:n])]
+        write_json(work.layer(name) / "stats.json",
+                   {"layer": name, "images": result.images_seen,
+                    "skipped_ids": list(result.skipped_ids), "map_size": list(one.map_sizes[name]),
+                    "channels": summary})
+    checkpoint.unlink(missing_ok=True)
+    return {"mining_s": mined - start, "statistics_s": time.perf_counter() - mined}
+
+
+def _first_layer_filters(model, card: LayerCard) -> torch.Tensor | None:
+    """``[C, 3, kh, kw]`` filters when the layer's maps come straight from the first conv."""
+    from deconv.activations import first_conv
+
+    try:
+        name, conv = first_conv(model)
+    except (ValueError, StopIteration):
+        return None
+    if card.feeding_conv != name or conv.out_channels != card.channels \
+            or conv.in_channels != 3 or conv.groups != 1:
+        return None
+    return conv.weight.detach().cpu().float()
+
+
+def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
+                  deprocess: Callable, tile: int, units: int, progress: bool) -> None:
+    """Write the patches, projections (deconvnet, guided) and thumbnails of every channel of
+    ``card`` that has no projection record yet; ``units`` are projected together."""
+    from deconv.deconvnet import GenericDeconvnet
+    from deconv.figures_topk import deconvnet_for, top_k_panels
+
+    name = card.name
+    done = work.records(name, "projections", card.channels)
+    todo = [c for c in range(card.channels) if c not in done]
+    if not todo:
+        return
+    result = TopKResult.load(work.layer(name) / "topk.pt")
+    filters = _first_layer_filters(model, card)
+    engines = {"deconv": deconvnet_for(model, name),
+               "guided": GenericDeconvnet(model, rule="guided")}
+    bar = tqdm(total=len(todo), desc=f"projections {name}", unit="ch", disable=not progress)
+    per_chunk = max(1, units // result.k)
+    try:
+        for begin in range(0, len(todo), per_chunk):
+            chunk = todo[begin:begin + per_chunk]
+            if len(card.output_shape) == 1:  # a fully connected layer: the whole image
+                panels = {kind: _whole_image_panels(result, data, name, chunk, deprocess,
+                                                    engine, tile, units)
+                          for kind, engine in engines.items()}
+            else:
+                panels = {kind: {p.channel: p for p in top_k_panels(
+                    model, result, data.image, name, chunk, deprocess, engine=engine,
+                    tile=tile, chunk_size=units)} for kind, engine in engines.items()}
+            for c in chunk:
+                files = {}
+                if c in panels["deconv"]:
+                    deconv, guided = panels["deconv"][c], panels["guided"][c]
+                    for kind, tiles in (("patches", deconv.patches),
+                                        ("deconv", deconv.projections),
+                                        ("guided", guided.projections)):
+                        pictures.save_jpeg(pictures.strip(tiles, tile),
+                                           work.out / image_path(name, c, kind))
+                        files[kind] = image_path(name, c, kind)
+                    pictures.save_jpeg(pictures.to_pil(deconv.projections[0], tile),
+                                       work.out / image_path(name, c, "thumb"))
+                    files["thumb"] = image_path(name, c, "thumb")
+                if filters is not None:
+                    pictures.save_jpeg(pictures.filter_image(filters[c], tile),
+                                       work.out / image_path(name, c, "filter"))
+                    files["filter"] = image_path(name, c, "filter")
+                write_json(work.record(name, "projections", c), {"files": files})
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def _whole_image_panels(result: TopKResult, data: AtlasData, name: str, channels: list[int],
+                        deprocess: Callable, engine, tile: int, units: int) -> dict:
+    """Top-k panels of a layer whose units see the whole image (a ``[B, F]`` output)."""
+    from deconv.figures_topk import TopKPanel, display_projection
+
+    rows = [(c, e) for c in channels for e in result.top(name, c)]
+    if not rows:
+        return {}
+    batch = torch.stack([data.image(e.image_id) for _, e in rows])
+    param = next(engine.module.parameters(), None)
+    if param is not None:
+        batch = batch.to(param.device, param.dtype)
+    table = torch.tensor([[j, c] for j, (c, _) in enumerate(rows)])
+    projections = engine.project(batch, name, table, chunk_size=units).cpu().float()
+    pixels = deprocess(batch.cpu().float())
+    resize = torch.nn.functional.interpolate
+    panels: dict[int, TopKPanel] = {}
+    for j, (c, entry) in enumerate(rows):
+        panel = panels.setdefault(c, TopKPanel(name, c, [], [], [], []))
+        panel.values.append(entry.value)
+        panel.image_ids.append(entry.image_id)
+        panel.projections.append(display_projection(projections[j]))
+        panel.patches.append(pixels[j])
+    for panel in panels.values():
+        panel.projections = resize(torch.stack(panel.projections), size=(tile, tile),
+                                   mode="area")
+        panel.patches = resize(torch.stack(panel.patches), size=(tile, tile), mode="area")
+    return panels
+
+
+def optimize_layer(model, card: LayerCard, work: WorkDir, budget: int | None,
+                   settings: dict, chunk: int, progress: bool) -> float:
+    """Optimise up to ``budget`` channels of ``card`` that have no optimum yet (all when
+    ``budget`` is None); returns the seconds spent."""
+    from deconv.optimization import optimize_channels
+
+    name = card.name
+    done = work.records(name, "optima", card.channels)
+    todo = [c for c in range(card.channels) if c not in done]
+    if budget is not None:
+        todo = todo[:budget]
+    if not todo:
+        return 0.0
+    spent = 0.0
+    per_call = max(1, chunk // 2)
+    bar = tqdm(total=len(todo), desc=f"optima {name}", unit="ch", disable=not progress)
+    try:
+        for begin in range(0, len(todo), per_call):
+            channels = todo[begin:begin + per_call]
+            result = optimize_channels(model, name, channels, chunk=chunk, **settings)
+            spent += result.seconds
+            for j, c in enumerate(channels):
+                path = work.out / image_path(name, c, "optima")
+                pictures.save_jpeg(pictures.strip(result.images[:, j], settings["size"]), path)
+                write_json(work.record(name, "optima", c), {
+                    "file": image_path(name, c, "optima"),
+                    "seconds": round(result.seconds_per_channel, 4),
+                    "objective_positive": round(float(result.values[0, j]), 6),
+                    "objective_negative": round(float(result.values[1, j]), 6),
+                    "steps": settings["steps"], "size": settings["size"]})
+                bar.update(1)
+    finally:
+        bar.close()
+    return spent
+
+
+def load_layer(work: WorkDir, layer: str, channels: int) -> dict:
+    """Everything recorded for one layer: stats, projection and optimum records."""
+    return {"stats": read_json(work.layer(layer) / "stats.json"),
+            "projections": work.records(layer, "projections", channels),
+            "optima": work.records(layer, "optima", channels)}
+
+
+def model_device(model) -> torch.device:
+    """Where the network's parameters are."""
+    param = next(module_of(model).parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
