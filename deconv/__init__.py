@@ -13,7 +13,8 @@ there: :mod:`deconv.zoo` (models), :mod:`deconv.deconvnet` (projections), :mod:`
 :mod:`deconv.methods` and :mod:`deconv.metrics` (attribution methods and their scores),
 :mod:`deconv.training`, :mod:`deconv.probes`, :mod:`deconv.datasets`, :mod:`deconv.distributed`,
 :mod:`deconv.correspondence`, :mod:`deconv.invariance`, :mod:`deconv.samples`,
-:mod:`deconv.model_state`, :mod:`deconv.atlas` (a browsable offline site of every feature map). Names that used to be exported here and are not any more still work
+:mod:`deconv.model_state`, :mod:`deconv.atlas` (a browsable offline site of every feature map).
+Names that used to be exported here and are not any more still work
 for one release, with a ``DeprecationWarning`` that says where they live now.
 """
 

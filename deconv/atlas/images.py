@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deconv.deconvnet.display import normalize_for_display
+from deconv.plots.scaling import normalize_for_display
 
 __all__ = ["to_pil", "save_jpeg", "strip", "filter_image", "JPEG_QUALITY"]
 

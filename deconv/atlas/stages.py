@@ -88,8 +88,8 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
                   deprocess: Callable, tile: int, units: int, progress: bool) -> None:
     """Write the patches, projections (deconvnet, guided) and thumbnails of every channel of
     ``card`` that has no projection record yet; ``units`` are projected together."""
-    from deconv.deconvnet import GenericDeconvnet
-    from deconv.figures_topk import deconvnet_for, top_k_panels
+    from deconv.deconvnet import GenericDeconvnet, deconvnet_for
+    from deconv.plots.topk_grids import top_k_panels
 
     name = card.name
     done = work.records(name, "projections", card.channels)
@@ -139,7 +139,8 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
 def _whole_image_panels(result: TopKResult, data: AtlasData, name: str, channels: list[int],
                         deprocess: Callable, engine, tile: int, units: int) -> dict:
     """Top-k panels of a layer whose units see the whole image (a ``[B, F]`` output)."""
-    from deconv.figures_topk import TopKPanel, display_projection
+    from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display
+    from deconv.plots.topk_grids import TopKPanel
 
     rows = [(c, e) for c in channels for e in result.top(name, c)]
     if not rows:
@@ -157,7 +158,8 @@ def _whole_image_panels(result: TopKResult, data: AtlasData, name: str, channels
         panel = panels.setdefault(c, TopKPanel(name, c, [], [], [], []))
         panel.values.append(entry.value)
         panel.image_ids.append(entry.image_id)
-        panel.projections.append(display_projection(projections[j]))
+        panel.projections.append(normalize_for_display(projections[j],
+                                                       percentile=DISPLAY_PERCENTILE))
         panel.patches.append(pixels[j])
     for panel in panels.values():
         panel.projections = resize(torch.stack(panel.projections), size=(tile, tile),
