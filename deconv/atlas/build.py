@@ -22,6 +22,7 @@ from deconv.atlas.model_card import model_card, model_fingerprint, order_layers,
 from deconv.atlas.pages import write_site
 from deconv.atlas.sources import QUICK_IMAGES, AtlasData, atlas_data
 from deconv.atlas.workdir import WorkDir
+from deconv.errors import InvalidArgumentError
 
 __all__ = ["build_atlas", "AtlasBuild", "FORMAT"]
 
@@ -95,13 +96,14 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
 
     Raises:
         AtlasMismatchError: ``out`` holds another atlas (see ``rebuild``) or other files.
-        ValueError: bad ``k``, ``optima``, ``tile`` or layers.
+        InvalidArgumentError: bad ``k``, ``optima``, ``tile`` or layers.
     """
     for label, value in (("k", k), ("tile", tile), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive int, got {value!r}")
+            raise InvalidArgumentError(f"{label} must be a positive int, got {value!r}")
     if optima is not None and (isinstance(optima, bool) or optima < 0):
-        raise ValueError(f"optima must be None (all) or a number of channels >= 0, got {optima!r}")
+        raise InvalidArgumentError(f"optima must be None (all) or a number of channels >= 0, "
+                                   f"got {optima!r}")
     if isinstance(layers, (str, int)):
         layers = [layers]
     names = order_layers(model, layers)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import capture_outputs, module_of, paper_layers_of, resolve_layer
 
 __all__ = ["LayerCard", "model_card", "model_fingerprint", "feeding_conv", "order_layers",
@@ -54,7 +55,7 @@ def order_layers(model, layers) -> list[str]:
     """Resolve ``layers`` (names or paper numbers) and sort them in ``named_modules()`` order."""
     names = list(dict.fromkeys(resolve_layer(model, layer) for layer in layers))
     if not names:
-        raise ValueError("give at least one layer for the atlas")
+        raise InvalidArgumentError("give at least one layer for the atlas")
     order = {name: i for i, (name, _) in enumerate(module_of(model).named_modules())}
     return sorted(names, key=order.__getitem__)
 
@@ -121,7 +122,7 @@ def model_card(model, layers: list[str], input_size: tuple[int, int]) -> list[La
         try:
             field = receptive_field(model, name, input_size)
             size, jump = list(field.size), list(field.jump)
-        except (ReceptiveFieldError, ValueError):
+        except (ReceptiveFieldError, ValueError):  # a field that is no regular grid
             size = jump = None
         shape = list(outputs[name].shape[1:])
         conv = feeding_conv(model, name)

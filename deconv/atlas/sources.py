@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError, MissingFileError
+
 __all__ = ["AtlasData", "atlas_data", "QUICK_IMAGES"]
 
 #: images a ``--quick`` build mines (the first ones of the source).
@@ -106,19 +108,19 @@ def atlas_data(source, model=None, limit: int | None = None,
         AtlasData: the dataset, its labels and fingerprint.
 
     Raises:
-        ValueError: an unknown source string, or a folder/samples without a zoo model.
-        FileNotFoundError: a folder that does not exist.
+        InvalidArgumentError: an unknown source string, or a folder/samples without a zoo model.
+        MissingFileError: a folder that does not exist.
     """
     if limit is not None and (isinstance(limit, bool) or limit < 1):
-        raise ValueError(f"limit must be a positive number of images, got {limit!r}")
+        raise InvalidArgumentError(f"limit must be a positive number of images, got {limit!r}")
     if isinstance(source, Path):
         source = str(source)
     if isinstance(source, str):
         return _from_string(source, model, limit)
     if isinstance(source, torch.Tensor):
         if source.ndim != 4 or not source.is_floating_point():
-            raise ValueError(f"a tensor source must be float [N, 3, H, W] model inputs, got "
-                             f"{tuple(source.shape)} {source.dtype}")
+            raise InvalidArgumentError(f"a tensor source must be float [N, 3, H, W] model "
+                                       f"inputs, got {tuple(source.shape)} {source.dtype}")
         images = source[:limit] if limit else source
         return AtlasData(_TensorItems(images), None, None,
                          {"kind": "tensor", "source": "tensor", "images": len(images)},
@@ -126,7 +128,7 @@ def atlas_data(source, model=None, limit: int | None = None,
     if isinstance(source, Dataset):
         dataset = Subset(source, range(min(limit, len(source)))) if limit else source
         return _from_dataset(dataset, class_names)
-    raise TypeError(f"cannot build an atlas from {type(source).__name__}: give a folder, "
+    raise InvalidTypeError(f"cannot build an atlas from {type(source).__name__}: give a folder, "
                     f"'samples', 'fashion-mnist:test', a Dataset or a tensor [N, 3, H, W]")
 
 
@@ -136,8 +138,8 @@ def _from_string(source: str, model, limit: int | None) -> AtlasData:
 
         split = source.partition(":")[2] or "test"
         if split not in ("test", "train"):
-            raise ValueError(f"unknown Fashion-MNIST split {split!r}: use fashion-mnist:test "
-                             f"or fashion-mnist:train")
+            raise InvalidArgumentError(f"unknown Fashion-MNIST split {split!r}: use "
+                                       f"fashion-mnist:test or fashion-mnist:train")
         data = load_fashion_mnist(split, limit=limit)
         images, labels = data.tensors
         size = getattr(model, "input_size", 64)
@@ -149,12 +151,13 @@ def _from_string(source: str, model, limit: int | None) -> AtlasData:
                          _sha(_tensor_bytes(images), _tensor_bytes(labels),
                               str(size).encode()))
     if source != "samples" and not Path(source).is_dir():
-        raise FileNotFoundError(f"data source {source!r} is not 'samples', "
+        raise MissingFileError(f"data source {source!r} is not 'samples', "
                                 f"'fashion-mnist:test|train' or an existing folder of images")
     preprocess = getattr(model, "preprocess", None)
     if preprocess is None:
-        raise ValueError(f"data source {source!r} needs a zoo model (deconv.load_model(...)) "
-                         f"for its preprocessing; from Python pass a Dataset of model inputs")
+        raise InvalidArgumentError(f"data source {source!r} needs a zoo model "
+                                   f"(deconv.load_model(...)) for its preprocessing; from Python "
+                                   f"pass a Dataset of model inputs")
     if source == "samples":
         from deconv.mining.sources import SampleCrops
 

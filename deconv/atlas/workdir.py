@@ -13,12 +13,14 @@ import os
 import shutil
 from pathlib import Path
 
+from deconv.errors import CheckpointMismatchError
+
 __all__ = ["AtlasMismatchError", "WorkDir", "slug", "write_json", "read_json"]
 
 WORK = "_work"
 
 
-class AtlasMismatchError(ValueError):
+class AtlasMismatchError(CheckpointMismatchError):
     """The output folder holds an atlas of another model, weights, data or settings."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import resolve_layer
 from deconv.optimization.objectives import optima_objectives, per_image
 from deconv.optimization.visualize import visualize_feature
@@ -80,16 +81,16 @@ def optimize_channels(model, layer: str | int, channels: Sequence[int], *,
         ChannelOptima: the images and values, sign-major.
 
     Raises:
-        ValueError: no channels, an unknown sign or a bad chunk size.
+        InvalidArgumentError: no channels, an unknown sign or a bad chunk size.
     """
     channels = [int(c) for c in channels]
     signs = tuple(signs)
     if not channels:
-        raise ValueError("give at least one channel to optimize")
+        raise InvalidArgumentError("give at least one channel to optimize")
     if not signs or any(s not in SIGNS for s in signs) or len(set(signs)) != len(signs):
-        raise ValueError(f"signs must be distinct values of {SIGNS}, got {signs}")
+        raise InvalidArgumentError(f"signs must be distinct values of {SIGNS}, got {signs}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+        raise InvalidArgumentError(f"chunk must be a positive int, got {chunk!r}")
     name = resolve_layer(model, layer)
     jobs = [(s, c) for s in signs for c in channels]
     objectives = []
