@@ -8,6 +8,8 @@ chosen to show the range: the 3 strongest (largest 9th-best activation), the 3 m
 class-selective (lowest entropy of the labels of their top 9; ties: stronger first) and 3
 random live ones (seeded; alive on at least 9 images). Per map: the 9 deconvnet projections of
 the single units (explicit deconvnet: unpool with the switches, rectify, transposed filters),
+summed over the three input channels (the model sees the grey image copied into RGB, so the
+sum is the projection onto the grey picture; ``GreyInputProjections``),
 each cropped to the unit's receptive field and contrast-normalized on its own (zero = grey, the
 99.5th percentile of ``|value|`` = black / white: "per unit", as the paper shows each
 projection), beside the 9 image patches, and the class histogram of the top 9 (bar i = class
@@ -36,6 +38,8 @@ import torch
 
 import deconv
 from deconv.datasets import FASHION_MNIST_CLASSES, fashion_batch_transform, load_fashion_mnist
+from deconv.deconvnet import deconvnet_for
+from deconv.deconvnet.grey import GreyInputProjections
 from deconv.plots.topk_grids import render_top_k_figure, top_k_panels
 
 PER_REASON = 3  # maps per selection reason (strongest, selective, random)
@@ -134,16 +138,17 @@ def main(argv: list[str] | None = None) -> dict:
         entropies = [label_entropy(t) if t else math.inf for t in top_labels]
         live = [c for c in range(values.shape[0]) if float(values[c, args.k - 1]) > 0]
         chosen = choose_maps(values, entropies, args.k, f"{args.seed}:{name}")
+        engine = GreyInputProjections(deconvnet_for(loaded, name))
         panels = top_k_panels(loaded, result, image_of, name, [c for c, _ in chosen],
-                              loaded.deprocess, tile=64)
+                              loaded.deprocess, engine=engine, tile=64)
         reasons = dict(chosen)
         hists = [torch.bincount(torch.tensor(top_labels[p.channel]),
                                 minlength=len(FASHION_MNIST_CLASSES)).tolist() for p in panels]
         notes = [f"{reasons[p.channel]}\nH={entropies[p.channel]:.2f} bit" for p in panels]
         live_h = [entropies[c] for c in live]
         title = (f"{loaded.name} layer {paper} (`{name}`), {result.images_seen} Fashion-MNIST "
-                 f"test images\ntop {args.k} projections (each scaled on its own) | patches "
-                 f"(receptive field) | class histogram of the top {args.k}\n"
+                 f"test images\ntop {args.k} projections (onto the grey image, each scaled on "
+                 f"its own) | patches (receptive field) | class histogram of the top {args.k}\n"
                  f"classes: {legend}\n"
                  f"mean top-{args.k} label entropy over {len(live)} live maps "
                  f"{sum(live_h) / max(len(live_h), 1):.2f} bit (random {args.k} images: "

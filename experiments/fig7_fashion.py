@@ -30,16 +30,31 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import deconv
 from deconv.datasets import FASHION_MNIST_CLASSES, fashion_batch_transform, load_fashion_mnist
+from deconv.deconvnet import deconvnet_for
+from deconv.deconvnet.grey import GreyInputProjections
 from deconv.occlusion.localization import as_dict, inside_outside_of, summarize_inside_outside
-from deconv.plots.occlusion import OcclusionPanel, feature_projection, plot_occlusion_panels
+from deconv.plots.occlusion import OcclusionPanel, plot_occlusion_panels
+from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display, to_display_image
 
 FIGURE_CLASSES = (0, 1, 3, 5, 8, 9)  # T-shirt/top, Trouser, Dress, Sandal, Bag, Ankle boot
 FILLS = {"grey": ("mean", "the paper's grey: the mean training pixel 0.286"),
          "black": ("black", "background colour: black, pixel value 0")}
+
+
+def grey_projection(loaded, x: torch.Tensor, result) -> tuple[np.ndarray, str]:
+    """Panel (c): the strongest unit of the swept map projected by the deconvnet onto the grey
+    picture (the sum over the three copies of the grey channel), for display."""
+    engine = GreyInputProjections(deconvnet_for(loaded, result.feature_layer))
+    y, x_ = result.feature_peak
+    units = torch.tensor([[0, result.feature_channel, y, x_]])
+    projection = engine.project(x[None], result.feature_layer, units)[0]
+    shown = normalize_for_display(projection, percentile=DISPLAY_PERCENTILE)
+    return to_display_image(shown), f"strongest unit {(y, x_)}, explicit deconvnet, grey"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -118,8 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         figure_record = []
         for index in figure_ids:
             x, result, mask = sweep(index, fill, args.figure_stride)
-            projection, note = feature_projection(loaded, x, result.feature_layer,
-                                                  result.feature_channel, result.feature_peak)
+            projection, note = grey_projection(loaded, x, result)
             name = f"#{index} {FASHION_MNIST_CLASSES[int(labels[index])]}"
             panels.append(OcclusionPanel(name, loaded.deprocess(x).permute(1, 2, 0).numpy(),
                                          fill_rgb, result, projection, note))
