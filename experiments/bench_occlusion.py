@@ -1,8 +1,9 @@
 """Benchmark: occlusion maps by captum, a naive batched sweep, incremental inference, drill-down.
 
-For each model (random-init torchvision VGG16 and AlexNet: speed does not depend on the weights)
-at 224 px, a 32 px grey square (0 in normalized input) at stride 8 (25 x 25 = 625 positions),
-the map is the softmax probability of the unoccluded image's top class. Methods, each run in its
+For each model (random-init torchvision VGG16, AlexNet, ResNet-18, ResNet-50, MobileNet-v2 and
+the zoo's efficientnet-lite0: speed does not depend on the weights) at 224 px, a 32 px grey
+square (0 in normalized input) at stride 8 (25 x 25 = 625 positions), the map is the softmax
+probability of the unoccluded image's top class. Methods, each run in its
 own subprocess, so its peak memory is its own. ``peak_extra_mb`` is the peak resident set
 over the resident set right after the model is built (before any forward pass: the one-time
 costs of the first forward count for every method alike). glibc keeps freed heap memory, so
@@ -15,9 +16,11 @@ returned to the system when freed), closer to the memory a method actually holds
   so it is timed on a subset (the non-overlapping windows at stride = patch, whose
   attributions equal ``p0 - p(occluded)`` exactly) and extrapolated to the full grid.
 * ``naive``: our batched forward of the occluded images, on the same subset, extrapolated.
-* ``incremental``: exact incremental inference (:mod:`deconv.occlusion.incremental`), full grid,
-  ``--batch-size`` positions per batch; ``incremental_lean``: the same with
-  ``--lean-batch-size`` and ``low_memory=True`` (less memory, a little slower).
+* ``incremental``: exact incremental inference, full grid, ``--batch-size`` positions per
+  batch: the chain engine (:mod:`deconv.occlusion.incremental`) for VGG16 and AlexNet, the graph
+  engine (:mod:`deconv.occlusion.graph_engine`) for the residual and depthwise networks
+  (``engine`` says which); ``incremental_lean``: the same with ``--lean-batch-size`` (and
+  ``low_memory=True`` for the chain engine: less memory, a little slower).
 * ``approximate``: the projective-field threshold (``--max-fraction``), full grid;
   ``drilldown``: the same plus adaptive drill-down (``--coarse``, ``--refine``). Quality is the
   SSIM of their maps against the exact one.
@@ -44,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = ("vgg16", "alexnet", "resnet18", "resnet50", "mobilenet_v2", "efficientnet-lite0")
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -68,17 +72,34 @@ def _memory_mb() -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+# Random-init torchvision classifiers that the zoo does not list, preprocessed the ImageNet way.
+TORCHVISION_MODELS = ("resnet18", "resnet50", "mobilenet_v2")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _load(name: str, picture, size: int):
+    """(model in eval mode, preprocessed image [3, size, size]) with random weights."""
+    if name in TORCHVISION_MODELS:
+        import torchvision
+        import torchvision.transforms.functional as TF
+
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        image = TF.center_crop(TF.resize(TF.to_tensor(picture), size, antialias=True), size)
+        return model, TF.normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+    from deconv import load_model
+
+    loaded = load_model(name, weights=None)
+    return loaded.model.eval(), loaded.preprocess(picture, size=size)
+
+
 def _setup(spec: dict):
     import torch
 
-    from deconv import load_model
     from deconv.samples import sample_images
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
-    loaded = load_model(spec["model"], weights=None)
-    model = loaded.model.eval()
-    image = loaded.preprocess(sample_images([spec["image"]])[0].image, size=spec["size"])
+    model, image = _load(spec["model"], sample_images([spec["image"]])[0].image, spec["size"])
     model_rss = _memory_mb()[0]  # before any forward pass
     reset = _reset_peak_memory()
     with torch.no_grad():
@@ -99,7 +120,8 @@ def _boxes(size: int, patch: int, stride: int):
 def _worker(spec: dict, out: str) -> None:
     torch, model, image, target, p0, model_rss, reset = _setup(spec)
     from deconv.occlusion.approximate import drill_down_map
-    from deconv.occlusion.incremental import IncrementalOcclusion, naive_occlusion_outputs
+    from deconv.occlusion.graph_engine import make_incremental_engine
+    from deconv.occlusion.incremental import naive_occlusion_outputs
 
     method = spec["method"]
     boxes, rows, cols = _boxes(spec["size"], spec["patch"], spec["stride"])
@@ -126,14 +148,15 @@ def _worker(spec: dict, out: str) -> None:
                                                   batch_size=spec["batch_size"]))
             positions = len(subset)
         elif method == "incremental":
-            engine = IncrementalOcclusion(model, image, 0.0, batch_size=spec["batch_size"],
-                                          low_memory=spec.get("low_memory", False))
+            engine = make_incremental_engine(model, image, 0.0, batch_size=spec["batch_size"],
+                                             low_memory=spec.get("low_memory", False))
             values = prob(engine.outputs(boxes))
             positions = len(boxes)
             result["work"] = engine.work
+            result["engine"] = type(engine).__name__
         else:
-            engine = IncrementalOcclusion(model, image, 0.0, batch_size=spec["batch_size"],
-                                          max_fraction=spec["max_fraction"])
+            engine = make_incremental_engine(model, image, 0.0, batch_size=spec["batch_size"],
+                                             max_fraction=spec["max_fraction"])
             drill = drill_down_map(engine, boxes, (rows, cols), prob, coarse=spec["coarse"],
                                    refine=spec["refine"])
             values = drill.grid.reshape(-1)
@@ -250,7 +273,7 @@ def _bench_model(name: str, args, tmp: str) -> dict:
         "max_abs_diff_prob_vs_naive": float(np.abs(inc_values[in_grid] - naive_values).max()),
         "max_abs_diff_prob_vs_captum": float(np.abs(inc_values[in_grid] - captum_values).max()),
         "peak_extra_mb": inc_info["peak_extra_mb"], "peak_live_mb": live["incremental"],
-        "batch_size": args.batch_size, **flops}
+        "batch_size": args.batch_size, "engine": inc_info["engine"], **flops}
     report["incremental_lean"] = {
         "seconds_full": lean_info["seconds"], "extrapolated": False,
         "speedup_vs_captum": t_captum / lean_info["seconds"],
@@ -319,7 +342,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: AlexNet only, stride 16, one captum setting")
     parser.add_argument("--out", default=str(ROOT / "results"))
-    parser.add_argument("--models", nargs="+", default=["vgg16", "alexnet"])
+    parser.add_argument("--models", nargs="+", default=None,
+                        help=f"default: {' '.join(DEFAULT_MODELS)} (--quick: alexnet resnet18)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--stride", type=int, default=8)
@@ -342,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         _worker(json.loads(args.worker), args.worker_out)
         return None
     if args.quick:
-        args.models, args.stride, args.ppe = ["alexnet"], 16, [8]
+        args.models, args.stride, args.ppe = args.models or ["alexnet", "resnet18"], 16, [8]
+    args.models = args.models or list(DEFAULT_MODELS)
     if args.patch % args.stride:
         raise ValueError("--patch must be a multiple of --stride (captum and the naive sweep "
                          "are timed on the non-overlapping windows at stride = patch, which "

@@ -49,7 +49,7 @@ from deconv.occlusion.incremental import (
 )
 from deconv.occlusion.incremental_plan import IncrementalPlanError, affected_range
 
-__all__ = ["GraphOcclusion", "supports_graph"]
+__all__ = ["GraphOcclusion", "supports_graph", "make_incremental_engine"]
 
 Region = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # r0, r1, c0, c1 [N]
 
@@ -573,6 +573,33 @@ def _avg_args(pool: nn.AvgPool2d) -> dict:
     return {"kernel_size": pool.kernel_size, "stride": pool.stride, "padding": pool.padding,
             "ceil_mode": pool.ceil_mode, "count_include_pad": pool.count_include_pad,
             "divisor_override": pool.divisor_override}
+
+
+def make_incremental_engine(model, image: torch.Tensor, fill=0.0, **settings):
+    """The exact incremental engine for ``model``: the chain engine where it applies, else this one.
+
+    The chain engine (:class:`~deconv.occlusion.incremental.IncrementalOcclusion`: conv/pool
+    chains such as VGG and AlexNet) keeps row bands of its large layers and has a low-memory
+    mode; :class:`GraphOcclusion` runs any traceable graph. Both give the naive sweep's numbers.
+
+    Args:
+        model (nn.Module | LoadedModel): the network, in eval mode.
+        image (torch.Tensor): model input ``[C, H, W]``.
+        fill (float | torch.Tensor): the occluder's value(s).
+        **settings: keyword arguments of the engine (``layer``, ``batch_size``,
+            ``max_fraction``, ``compute_dtype``, ...); ``bands`` and ``low_memory`` apply to
+            the chain engine only and are dropped for the graph engine.
+
+    Returns:
+        IncrementalOcclusion | GraphOcclusion: the engine.
+    """
+    from deconv.occlusion.incremental import IncrementalOcclusion, supports
+
+    if supports(model)[0]:
+        return IncrementalOcclusion(model, image, fill, **settings)
+    for chain_only in ("bands", "low_memory"):
+        settings.pop(chain_only, None)
+    return GraphOcclusion(model, image, fill, **settings)
 
 
 def _register_with_sweep() -> None:
