@@ -37,6 +37,7 @@ def _snapshot(model: nn.Module) -> dict:
                           tuple((getattr(p, "_post_accumulate_grad_hooks", None) or {}).keys()))
                          for p in model.parameters()],
         "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "dtypes": {k: (v.dtype, v.device) for k, v in model.state_dict().items()},
         "parameters": [id(p) for p in model.parameters()],
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [id(p.grad) if p.grad is not None else None for p in model.parameters()],
@@ -68,7 +69,7 @@ class ModelGuard:
         assert after["state"].keys() == self.before["state"].keys(), f"state keys changed{where}"
         for key, value in self.before["state"].items():
             assert torch.equal(after["state"][key], value), f"{key} changed{where}"
-        for key in ("tensor hooks", "parameters", "requires_grad", "grads", "training",
+        for key in ("dtypes", "tensor hooks", "parameters", "requires_grad", "grads", "training",
                     "inplace", "modules"):
             assert after[key] == self.before[key], f"{key} changed{where}"
 

@@ -29,19 +29,16 @@ def small_net() -> nn.Sequential:
     return net
 
 
-def no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks for m in model.modules())
-
-
-def test_feature_maps_equal_the_truncated_network():
+def test_feature_maps_equal_the_truncated_network(model_guard):
     net, image = small_net(), torch.randn(3, 10, 10)
+    guard = model_guard(net)
     maps = feature_maps(net, image, "2")
     with torch.no_grad():
         expected = net[:3](image[None])[0]
     torch.testing.assert_close(maps, expected)
     conv = feature_maps(net, image, "0")  # before the inplace ReLU: negatives survive
     assert conv.min() < 0
-    assert no_hooks(net)
+    guard.check()
     with pytest.raises(ValueError, match="one image"):
         feature_maps(net, torch.zeros(2, 3, 10, 10), "0")
 
@@ -89,8 +86,9 @@ def test_dead_filters_finds_vanished_weights():
     assert stats["weak_ids"] == [1] and stats["filters"] == 6
 
 
-def test_dead_feature_maps_match_a_naive_count():
+def test_dead_feature_maps_match_a_naive_count(model_guard):
     net = small_net()
+    guard = model_guard(net)
     images = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     images[7] *= 40  # one extreme image
     stats = dead_feature_maps(net, images, ["1", "4"], batch_size=7, dead_fraction=0.9,
@@ -108,7 +106,7 @@ def test_dead_feature_maps_match_a_naive_count():
             net.float()
     assert stats["1"].dead_ids[:2] == [0, 1]
     assert stats["1"].to_dict()["dead"] == stats["1"].dead
-    assert no_hooks(net)
+    guard.check()
 
 
 def test_tile_images_places_tiles_row_by_row_with_white_gaps():

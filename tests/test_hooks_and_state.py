@@ -1,4 +1,5 @@
-"""No hook, mode or state change survives a deconvnet call, normal or failing."""
+"""No hook, mode or state change survives a deconvnet call, normal or failing (the check is
+the shared ``model_guard`` of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,6 @@ import torch
 from torch import nn
 
 from deconv.deconvnet import Deconvnet, GenericDeconvnet
-
-HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-              "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
-              "_forward_hooks_always_called")
-GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                "_global_backward_pre_hooks")
 
 
 def _model() -> nn.Module:
@@ -26,32 +21,6 @@ def _model() -> nn.Module:
     model.train()  # the worst case: a model left in training mode
     model[0].weight.requires_grad_(False)  # a mixed requires_grad state must survive too
     return model
-
-
-def _snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
-        "grads": [p.grad for p in model.parameters()],
-    }
-
-
-def _assert_clean(model: nn.Module, before: dict) -> None:
-    import torch.nn.modules.module as module_module
-
-    for name, m in model.named_modules():
-        for attr in HOOK_DICTS:
-            assert not getattr(m, attr, {}), f"{attr} left on {name or '<root>'}"
-    for attr in GLOBAL_HOOKS:
-        assert not getattr(module_module, attr, {}), f"{attr} left"
-    assert torch._C._len_torch_function_stack() == 0, "a TorchFunctionMode is still active"
-    after = _snapshot(model)
-    for key, value in before["state"].items():
-        assert torch.equal(after["state"][key], value), f"{key} changed"
-    for key in ("requires_grad", "training", "inplace", "grads"):
-        assert after[key] == before[key], f"{key} changed"
 
 
 def _calls(engine_cls):
@@ -71,23 +40,23 @@ def _calls(engine_cls):
 
 
 @pytest.mark.parametrize("engine", ["explicit", "deconvnet", "guided", "gradient"])
-def test_no_hooks_and_no_state_change_after_normal_and_failing_calls(engine):
+def test_no_hooks_and_no_state_change_after_normal_and_failing_calls(engine, model_guard):
     model = _model()
     probe = torch.randn(2, 3, 12, 12)
     model.eval()
     reference_output = model(probe).detach()
     model.train()
-    before = _snapshot(model)
+    guard = model_guard(model, at_teardown=False)  # the test itself sets eval mode at the end
     make = (lambda: Deconvnet(model)) if engine == "explicit" else \
         (lambda: GenericDeconvnet(model, rule=engine))
     good, bad = _calls(engine)
     for call in good:
         call(make())
-        _assert_clean(model, before)
+        guard.check()
     for call in bad:
         with pytest.raises((ValueError, RuntimeError)):
             call(make())
-        _assert_clean(model, before)
+        guard.check()
     model.eval()
     assert torch.equal(model(probe), reference_output)
 

@@ -43,7 +43,8 @@ def _boxes(h: int, w: int, sizes: tuple[int, ...], stride: int) -> torch.Tensor:
 
 
 def _random_net(seed: int, in_size: int) -> nn.Sequential:
-    """A random chain of convs/pools/pointwise layers (odd kernels, strides, dilation, ceil)."""
+    """A random chain of convs/pools/pointwise layers (odd kernels, strides, dilation, ceil,
+    grouped and depthwise convolutions)."""
     rng = random.Random(seed)
     layers: list[nn.Module] = []
     channels, size = 3, in_size
@@ -55,7 +56,9 @@ def _random_net(seed: int, in_size: int) -> nn.Sequential:
             if (size + 2 * p - d * (k - 1) - 1) // s + 1 < 2:
                 k, s, d, p = 3, 1, 1, 1
             out = rng.choice([2, 4, 5])
-            layers.append(nn.Conv2d(channels, out, k, s, p, d, groups=rng.choice([1, 1])))
+            grouped = [g for g in (2, channels) if channels % g == 0 == out % g]  # depthwise: c
+            groups = rng.choice(grouped) if grouped and rng.random() < 0.75 else 1
+            layers.append(nn.Conv2d(channels, out, k, s, p, d, groups=groups))
             channels = out
         elif choice == "max":
             k = rng.choice([2, 3])
@@ -112,10 +115,6 @@ class _Residual(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
-def _state(model: nn.Module) -> dict:
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
 def _check(model, image, fill, boxes, *, layer=None, reduce="sum", batch_size=7, bands=True,
            low_memory=False):
     engine = IncrementalOcclusion(model, image, fill, layer=layer, reduce=reduce,
@@ -149,18 +148,17 @@ def test_naive_reference_equals_one_image_at_a_time():
 
 @pytest.mark.parametrize("mode", ["bands", "whole", "low_memory"])
 @pytest.mark.parametrize("seed", range(12))
-def test_random_chains_match_naive(seed, mode):
+def test_random_chains_match_naive(seed, mode, model_guard):
     _seed(seed)
     size = random.Random(seed).choice([16, 17, 23, 29, 31])
     model = _random_net(seed, size)
     image = torch.randn(3, size, size + 3, dtype=torch.float64)
     boxes = _boxes(size, size + 3, sizes=(1, 4, 9), stride=5)
     fill = torch.randn(3, dtype=torch.float64)
-    before = _state(model)
+    guard = model_guard(model)
     _check(model, image, fill, boxes, layer=None, batch_size=random.Random(seed).choice(
         [1, 3, 16, 1000]), bands=mode != "whole", low_memory=mode == "low_memory")
-    after = _state(model)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    guard.check()
 
 
 @pytest.mark.parametrize("pool", [7, 2])  # 7: identity at 30 px (stays spatial), 2: head
@@ -250,17 +248,47 @@ def test_training_mode_and_unknown_layer_are_unsupported():
     assert not ok and "Upsample" in reason
 
 
-def test_no_hooks_left_and_model_unchanged():
+def test_no_hooks_left_and_model_unchanged(model_guard):
     model = _Head(2).double().eval()
     image = torch.randn(3, 20, 20, dtype=torch.float64)
+    boxes = _boxes(20, 20, (4,), 8)
+    guard = model_guard(model)
     engine = IncrementalOcclusion(model, image, 0.0, layer="features.5")
-    engine.outputs(_boxes(20, 20, (4,), 8))
+    engine.outputs(boxes)
     naive_occlusion_outputs(model, image, 0.0, torch.tensor([[0, 4, 0, 4]]), layer="features.5")
+    guard.check("after normal calls")
     assert not model.training
     for m in model.modules():
-        assert not m._forward_hooks and not m._forward_pre_hooks
         if hasattr(m, "inplace"):
             assert m.inplace is True or not isinstance(m, nn.ReLU)
+    # Failing calls: bad arguments, and forwards that fail halfway: pre-hooks of the test raise
+    # in the second conv (the engine's reference forward and the naive one call it; the
+    # incremental update runs F.conv2d on windows) and in the head's first Linear (after the
+    # engine has updated its cached layers).
+    with pytest.raises(ValueError):
+        engine.outputs(torch.tensor([[0, 4, 0]]))
+    with pytest.raises(ValueError):
+        IncrementalOcclusion(model, image, 0.0, layer="nope")
+    guard.check("after bad arguments")
+
+    def trip(module, args):
+        raise RuntimeError("tripwire")
+
+    wires = [model.features[4].register_forward_pre_hook(trip),
+             model.classifier[1].register_forward_pre_hook(trip)]
+    try:
+        tripped = model_guard(model, at_teardown=False)  # the tripwires are the only hooks
+        with pytest.raises(RuntimeError, match="tripwire"):
+            IncrementalOcclusion(model, image, 0.0, layer="features.5")  # reference forward
+        with pytest.raises(RuntimeError, match="tripwire"):
+            engine.outputs(boxes)  # after the incremental update of the cached layers
+        with pytest.raises(RuntimeError, match="tripwire"):
+            naive_occlusion_outputs(model, image, 0.0, boxes, layer="features.5")
+        tripped.check("after forwards that failed halfway")
+    finally:
+        for wire in wires:
+            wire.remove()
+    guard.check("after failing calls")
 
 
 def test_bad_arguments():
@@ -391,13 +419,13 @@ def test_band_update_keeps_what_it_can_and_source_rows_match_the_kernel():
 
 
 @pytest.mark.parametrize("pool", [7, 2])
-def test_compute_dtype_runs_the_spatial_layers_in_lower_precision(pool):
+def test_compute_dtype_runs_the_spatial_layers_in_lower_precision(pool, model_guard):
     """float32 inside a float64 model: float32-close results, float64 out, model untouched."""
     _seed(5)
     model = _Head(pool).double().eval()
     image = torch.randn(3, 30, 30, dtype=torch.float64)
     boxes = _boxes(30, 30, sizes=(5,), stride=4)
-    before = _state(model)
+    guard = model_guard(model, at_teardown=False)  # the test turns the model to float32 below
     engine = IncrementalOcclusion(model, image, 0.0, layer="features.4", batch_size=6,
                                   compute_dtype=torch.float32)
     got = engine.outputs(boxes)
@@ -406,9 +434,7 @@ def test_compute_dtype_runs_the_spatial_layers_in_lower_precision(pool):
     torch.testing.assert_close(got.output, want.output, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.captured, want.captured, rtol=1e-4, atol=1e-4)
     assert (got.output - want.output).abs().max() > 0  # it did run in float32
-    after = _state(model)
-    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype
-               for k in before)
+    guard.check()  # values and dtypes
     bf16 = IncrementalOcclusion(model.float(), image.float(), 0.0, batch_size=6,
                                 compute_dtype=torch.bfloat16).outputs(boxes).output
     want32 = naive_occlusion_outputs(model, image.float(), 0.0, boxes).output

@@ -65,10 +65,11 @@ def test_tensor_is_module_output(zfnet):
     torch.testing.assert_close(seen["out"], expected)
 
 
-def test_capture_outputs_copies_outputs_and_leaves_no_hooks():
+def test_capture_outputs_copies_outputs_and_leaves_no_hooks(model_guard):
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3)
     model = nn.Sequential(conv, nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    guard = model_guard(model)
     x = torch.randn(2, 3, 8, 8)
     feats, out = deconv.layers.capture_outputs(model, x, ["0", "1"], flatten=False)
     # the conv output is copied before the inplace ReLU overwrites it
@@ -78,10 +79,11 @@ def test_capture_outputs_copies_outputs_and_leaves_no_hooks():
     assert deconv.layers.capture_outputs(model, x, ["1"])[0]["1"].shape == (2, 4 * 6 * 6)
     relu = nn.ReLU()
     reused = nn.Sequential(nn.Conv2d(3, 3, 1), relu, nn.Conv2d(3, 3, 1), relu)
+    reused_guard = model_guard(reused)
     with pytest.raises(deconv.layers.ReusedModuleError, match="more than once"):
         deconv.layers.capture_outputs(reused, x, ["1"])
-    for m in list(model.modules()) + list(reused.modules()):
-        assert not m._forward_hooks
+    guard.check()
+    reused_guard.check()
 
 
 def test_register_paper_layers_checks_names_and_is_weak():

@@ -44,32 +44,6 @@ def tiny_model(inplace: bool = False, batch_norm: bool = True) -> nn.Module:
     return model
 
 
-def hooks_left(model: nn.Module) -> list[str]:
-    names = []
-    for name, m in model.named_modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                     "_backward_pre_hooks"):
-            if getattr(m, attr, None):
-                names.append(f"{name or '<root>'}.{attr}")
-    return names
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {"state": {k: v.clone() for k, v in model.state_dict().items()},
-            "training": [m.training for m in model.modules()],
-            "inplace": [getattr(m, "inplace", None) for m in model.modules()],
-            "grad": [(p.requires_grad, p.grad) for p in model.parameters()]}
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert all(torch.equal(before["state"][k], v) for k, v in after["state"].items())
-    assert after["training"] == before["training"]
-    assert after["inplace"] == before["inplace"]
-    assert after["grad"] == before["grad"]
-    assert hooks_left(model) == []
-
-
 def test_registry_lists_ours_and_captums_methods():
     assert list_methods("ours") == ["deconvnet", "guided-backprop", "occlusion"]
     assert set(list_methods("captum")) == {
@@ -82,9 +56,9 @@ def test_registry_lists_ours_and_captums_methods():
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-def test_every_method_runs_returns_image_sized_maps_and_leaves_no_trace(inplace):
+def test_every_method_runs_returns_image_sized_maps_and_leaves_no_trace(inplace, model_guard):
     model = tiny_model(inplace=inplace)
-    before = snapshot(model)
+    guard = model_guard(model)
     images = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     for name in list_methods():
         maps = attribute(name, model, images, [1, 3], **options_for(name))
@@ -92,26 +66,26 @@ def test_every_method_runs_returns_image_sized_maps_and_leaves_no_trace(inplace)
         assert torch.isfinite(maps).all(), name
         assert maps.abs().sum() > 0, name
         assert not maps.requires_grad
-        assert_unchanged(model, before)
+        guard.check()
         full = attribute(name, model, images[:1], 1, reduction="none", **options_for(name))
         assert full.dim() == 4 and full.shape[-2:] == (12, 12), name
 
 
-def test_model_in_train_mode_is_restored_and_statistics_kept():
+def test_model_in_train_mode_is_restored_and_statistics_kept(model_guard):
     model = tiny_model().train()
-    before = snapshot(model)
+    guard = model_guard(model)
     attribute("captum-saliency", model, torch.randn(3, 3, 12, 12), 0)
-    assert_unchanged(model, before)
+    guard.check()
 
 
-def test_failing_call_leaves_no_hooks_and_restores_flags():
+def test_failing_call_leaves_no_hooks_and_restores_flags(model_guard):
     model = tiny_model(inplace=True)
-    before = snapshot(model)
+    guard = model_guard(model)
     with pytest.raises(ValueError):
         attribute("captum-layer-gradcam", model, torch.randn(1, 3, 12, 12), 0, layer="nope")
     with pytest.raises(ValueError):
         attribute("occlusion", model, torch.randn(1, 3, 12, 12), 0, patch=40, stride=2)
-    assert_unchanged(model, before)
+    guard.check()
 
 
 def test_our_deconvnet_equals_captum_deconvolution_on_a_captum_compatible_model():

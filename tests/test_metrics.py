@@ -144,14 +144,14 @@ def test_blur_substrate_matches_scipy_gaussian_filter():
     assert blur_substrate(image.unsqueeze(0)).shape == (1, 3, 20, 24)
 
 
-def test_metric_restores_train_mode_and_batch_norm_statistics():
+def test_metric_restores_train_mode_and_batch_norm_statistics(model_guard):
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    guard = model_guard(model)
     image = torch.randn(3, 16, 16)
     deletion(model, image, torch.rand(16, 16), 1, n_steps=4)
     assert model.training and all(m.training for m in model.modules())
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    guard.check()
 
 
 def test_bad_arguments_raise_specific_errors(block):
@@ -248,9 +248,9 @@ def tiny_classifier() -> nn.Module:
                          nn.Flatten(), nn.Linear(32, 4)).eval()
 
 
-def test_cascading_randomization_keeps_the_model_and_separates_methods():
+def test_cascading_randomization_keeps_the_model_and_separates_methods(model_guard):
     model = tiny_classifier()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    guard = model_guard(model)
     images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
 
     def image_only(_model, x, _target):  # ignores the model: must stay identical
@@ -260,7 +260,7 @@ def test_cascading_randomization_keeps_the_model_and_separates_methods():
                                      {"image_only": image_only,
                                       "gradient": _gradient_map}, seed=0)
     assert result.steps == ["trained", "7", "3", "0"]  # top layer first
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    guard.check()
     assert np.allclose(result.spearman["image_only"], 1.0)
     assert np.allclose(result.ssim["image_only"], 1.0)
     assert np.allclose(result.spearman["gradient"][0], 1.0)

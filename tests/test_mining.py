@@ -63,14 +63,11 @@ def as_lists(result: TopKResult, layer: str) -> list[list[tuple[float, int, int]
     return rows
 
 
-def no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
-
-
 @pytest.mark.parametrize("batch_size", [1, 4, 7, 64])
 @pytest.mark.parametrize("k", [3, 9, 40])
-def test_mining_equals_brute_force_with_ties(batch_size, k):
+def test_mining_equals_brute_force_with_ties(batch_size, k, model_guard):
     model, images = IntNet(), int_images()
+    guard = model_guard(model)
     result = mine_top_k(model, images, LAYERS, k=k, batch_size=batch_size, progress=False)
     assert result.images_seen == len(images)
     for layer in LAYERS:
@@ -81,7 +78,7 @@ def test_mining_equals_brute_force_with_ties(batch_size, k):
         if k > len(images):  # padding: empty slots last, -inf / -1
             assert torch.isinf(result.values[layer][:, n_valid:]).all()
             assert (result.positions[layer][:, n_valid:] == -1).all()
-    assert no_hooks(model)
+    guard.check()
 
 
 def test_ties_really_occur_and_k_distinct_images():
@@ -164,10 +161,10 @@ class FlakyImages(torch.utils.data.Dataset):
 
 
 @pytest.mark.parametrize("as_loader", [False, True])
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, as_loader):
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, as_loader, model_guard):
     model, images = IntNet(), int_images()
     model.train()  # the miner evaluates in eval mode and must restore train mode
-    before = {n: p.clone() for n, p in model.state_dict().items()}
+    guard = model_guard(model)
     whole = mine_top_k(model, images, LAYERS, k=5, batch_size=4, progress=False)
     flaky = FlakyImages(images, fail_at=13)
     data = torch.utils.data.DataLoader(flaky, batch_size=4) if as_loader else flaky
@@ -175,7 +172,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, as_loader):
     with pytest.raises(KeyboardInterrupt):
         mine_top_k(model, data, LAYERS, k=5, batch_size=4, checkpoint=state,
                    checkpoint_every=1, progress=False)
-    assert no_hooks(model) and all(m.training for m in model.modules())
+    guard.check()
+    assert all(m.training for m in model.modules())
     partial = TopKResult.load(state)
     assert partial.meta["progress"]["complete"] is False
     assert partial.images_seen == 12
@@ -187,8 +185,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, as_loader):
     assert again == whole  # a finished checkpoint is returned as is
     with pytest.raises(ValueError, match="another run"):
         mine_top_k(model, data, LAYERS, k=4, checkpoint=state, progress=False)
-    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
-    assert no_hooks(model) and all(m.training for m in model.modules())
+    guard.check()
+    assert all(m.training for m in model.modules())
 
 
 def _image_folder(tmp_path):
@@ -222,16 +220,19 @@ def test_corrupt_file_is_skipped_and_counted(tmp_path):
     assert torch.equal(from_loader.image_ids["conv2"], result.image_ids["conv2"])
 
 
-def test_hooks_removed_and_model_unchanged_after_errors():
+def test_hooks_removed_and_model_unchanged_after_errors(model_guard):
     model = IntNet()
+    guard = model_guard(model)
     with pytest.raises(ValueError, match="shape"):  # a 3-d output cannot be mined
         mine_top_k(nn.Sequential(nn.Flatten(2)), torch.zeros(2, 3, 4, 4), ["0"], progress=False)
     shared = nn.ReLU()
     reused = nn.Sequential(nn.Conv2d(3, 3, 1), shared, nn.Conv2d(3, 3, 1))
     reused.add_module("again", shared)
+    reused_guard = model_guard(reused)
     with pytest.raises(ReusedModuleError):
         mine_top_k(reused, torch.zeros(2, 3, 4, 4), ["1"], progress=False)
-    assert no_hooks(reused) and no_hooks(model)
+    reused_guard.check()
+    guard.check()
     with pytest.raises(ValueError, match="positive"):
         mine_top_k(model, int_images(), ["conv1"], k=0)
 
@@ -341,11 +342,12 @@ def test_topk_command_on_a_folder(tmp_path):
     assert TopKResult.load(tmp_path / "out" / "topk.pt").k == 2
 
 
-def test_layers_after_the_taps_may_not_fit_the_input_size():
+def test_layers_after_the_taps_may_not_fit_the_input_size(model_guard):
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    guard = model_guard(net)
     small = torch.randn(5, 3, 10, 10)  # the Linear layer expects 8 x 8 inputs
     result = mine_top_k(net, small, ["1"], k=2, progress=False)
     assert result.map_sizes["1"] == (8, 8) and result.images_seen == 5
     with pytest.raises(RuntimeError):
         mine_top_k(net, small, ["1"], k=2, stop_early=False, progress=False)
-    assert no_hooks(net)
+    guard.check()

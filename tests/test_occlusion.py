@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from captum.attr import Occlusion
@@ -57,11 +55,6 @@ def loop_reference(model, x, fill_value, patch, stride, target, layer=None, chan
         if handle is not None:
             handle.remove()
     return torch.stack(probs), (torch.stack(totals) if totals else None)
-
-
-def hooks_left(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               for m in model.modules())
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 7, 1000])
@@ -153,10 +146,11 @@ def test_planted_square_gives_lowest_probability_where_occluded():
     assert 14 <= peak // 24 < 18 and 5 <= peak % 24 < 9
 
 
-def test_feature_map_strongest_and_feature_only_model():
+def test_feature_map_strongest_and_feature_only_model(model_guard):
     torch.manual_seed(0)
     features = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Conv2d(5, 7, 3), nn.ReLU())
     features = features.double().eval()
+    guard = model_guard(features)
     x = image((3, 12, 12))
     with torch.no_grad():
         base = features(x[None])[0]
@@ -174,7 +168,7 @@ def test_feature_map_strongest_and_feature_only_model():
             occluded[:, y0:y1, x0:x1] = 0
             assert float(total) == pytest.approx(float(features(occluded[None])[0, strongest]
                                                         .sum()), rel=1e-12)
-    assert hooks_left(features) == 0
+    guard.check()
 
 
 def _loaded(module, mean, std, categories=None) -> LoadedModel:
@@ -202,20 +196,17 @@ def test_feature_model_sees_the_same_occluded_picture():
     assert result.feature_model_name == "tiny" and result.target_name in "abcde"
 
 
-def test_model_and_state_unchanged_and_no_hooks_after_errors():
+def test_model_and_state_unchanged_and_no_hooks_after_errors(model_guard):
     model = tiny_classifier()
     model.train()
     model[1].inplace = True
-    before = copy.deepcopy(model.state_dict())
-    flags = [p.requires_grad for p in model.parameters()]
+    guard = model_guard(model)
     with pytest.warns(UserWarning, match="training mode"):
         occlusion_sweep(model, image(), patch=4, stride=4, layer="4", channel=0, progress=False)
     with pytest.raises(ValueError, match="out of range"), pytest.warns(UserWarning):
         occlusion_sweep(model, image(), patch=4, stride=4, layer="4", channel=99, progress=False)
     assert model.training and model[1].inplace
-    assert [p.requires_grad for p in model.parameters()] == flags
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    assert hooks_left(model) == 0
+    guard.check()
 
 
 class FailingModel(nn.Module):
@@ -231,12 +222,13 @@ class FailingModel(nn.Module):
         return self.conv(x).flatten(1)
 
 
-def test_no_hook_left_when_forward_raises():
-    model = FailingModel()
+def test_no_hook_left_when_forward_raises(model_guard):
+    model = FailingModel().eval()
+    guard = model_guard(model)
     with pytest.raises(RuntimeError, match="boom"):
-        occlusion_sweep(model.eval(), image(), patch=4, stride=4, layer="conv", channel=0,
+        occlusion_sweep(model, image(), patch=4, stride=4, layer="conv", channel=0,
                         progress=False)
-    assert hooks_left(model) == 0
+    guard.check()
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

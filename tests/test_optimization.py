@@ -88,29 +88,6 @@ def diagonal_stripes(k: int, period: int = 4) -> torch.Tensor:
     return pattern.expand(3, k, k).clone()
 
 
-def hooks_left(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               for m in model.modules())
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {"state": {k: v.clone() for k, v in model.state_dict().items()},
-            "training": [m.training for m in model.modules()],
-            "requires_grad": [p.requires_grad for p in model.parameters()],
-            "inplace": [getattr(m, "inplace", None) for m in model.modules()]}
-
-
-def assert_same(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["training"] == before["training"]
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["inplace"] == before["inplace"]
-    for key, value in before["state"].items():
-        assert torch.equal(after["state"][key], value), key
-    assert all(p.grad is None for p in model.parameters())
-    assert hooks_left(model) == 0
-
-
 def block_means(history: list[float], blocks: int = 4) -> list[float]:
     return [float(np.mean(part)) for part in np.array_split(np.asarray(history), blocks)]
 
@@ -287,7 +264,7 @@ def test_taps_see_pre_activation_and_are_safe_from_inplace_relu():
     assert (conv2[:, 3] < 0).any()
 
 
-def test_reused_module_is_refused():
+def test_reused_module_is_refused(model_guard):
     class Reuse(nn.Module):
         def __init__(self):
             super().__init__()
@@ -298,22 +275,23 @@ def test_reused_module_is_refused():
             return self.relu(self.conv(self.relu(x)))
 
     model = Reuse()
+    guard = model_guard(model)
     with pytest.raises(ReusedModuleError):
         visualize_feature(model, channel("relu", 0), size=8, steps=1)
-    assert hooks_left(model) == 0
+    guard.check()
 
 
 # ---------------------------------------------------------------- model state
 
 
-def test_model_unchanged_and_no_hooks_after_normal_and_failing_runs():
+def test_model_unchanged_and_no_hooks_after_normal_and_failing_runs(model_guard):
     model = TinyNet().train()
     model.conv1.weight.requires_grad_(False)
     model.eval()
     model.fc.train()  # a mixed state must come back exactly
-    before = snapshot(model)
+    guard = model_guard(model)
     visualize_feature(model, channel("relu1", 0), size=16, steps=3)
-    assert_same(model, before)
+    guard.check()
 
     def broken(tensors):
         raise RuntimeError("objective failed")
@@ -322,10 +300,10 @@ def test_model_unchanged_and_no_hooks_after_normal_and_failing_runs():
 
     with pytest.raises(RuntimeError, match="objective failed"):
         visualize_feature(model, Objective([Tap("relu1")], broken, "broken"), size=16, steps=3)
-    assert_same(model, before)
+    guard.check()
     with pytest.raises(ValueError):
         visualize_feature(model, channel("relu1", 100), size=16, steps=3)
-    assert_same(model, before)
+    guard.check()
 
 
 def test_seeded_runs_repeat_exactly_and_seeds_differ():
@@ -443,7 +421,7 @@ def test_colour_matrix_is_a_square_root_of_the_covariance():
 # ---------------------------------------------------------------- CLI
 
 
-def test_optimize_command_writes_png_and_json(tmp_path, monkeypatch):
+def test_optimize_command_writes_png_and_json(tmp_path, monkeypatch, model_guard):
     import deconv
     from deconv.cli import optimize_command
 
@@ -456,9 +434,9 @@ def test_optimize_command_writes_png_and_json(tmp_path, monkeypatch):
     optimize_command.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["optimize", "--model", "zfnet", "--layer", "1", "--channel", "2",
                               "--both", "--size", "16", "--steps", "24", "--out", str(tmp_path)])
-    before = snapshot(model)
+    guard = model_guard(model)
     assert args.func(args) == 0
-    assert_same(model, before)
+    guard.check()
     record = json.loads((tmp_path / "optimize.json").read_text())
     assert record["layer"] == "relu1" and len(record["images"]) == 2
     for entry in record["images"]:

@@ -61,13 +61,15 @@ def test_probe_matches_scipy_float64_reference():
                                ref.x[12:] - ref.x[12:].mean(), atol=1e-4)
 
 
-def test_layer_features_equal_a_direct_forward_and_leave_no_hooks():
+def test_layer_features_equal_a_direct_forward_and_leave_no_hooks(model_guard):
     loaded = deconv.load_model("zfnet", config=TINY)
     model = loaded.model.train()
+    guard = model_guard(model)
     x = torch.randn(10, 3, 32, 32)
     feats, labels = layer_features(loaded, x, ["features.5", 7, "features.14"], grid=2,
                                    batch_size=4)
     assert labels is None
+    guard.check()
     model.eval()
     with torch.no_grad():
         relu2 = model.features[:6](x)
@@ -77,12 +79,11 @@ def test_layer_features_equal_a_direct_forward_and_leave_no_hooks():
                           atol=1e-6)
     assert torch.allclose(feats["classifier.4"], fc7, atol=1e-6)
     assert feats["features.14"].shape == (10, 16)  # pool5 is 1x1: kept, not repeated
-    for module in model.modules():
-        assert not module._forward_hooks
     model.train()
     with pytest.raises(RuntimeError):
         layer_features(model, torch.randn(2, 1, 32, 32), [1])  # wrong channels
-    assert model.training and all(not m._forward_hooks for m in model.modules())
+    assert model.training
+    guard.check()
 
 
 def test_probe_layers_on_labelled_data():
