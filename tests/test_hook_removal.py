@@ -74,7 +74,9 @@ def _sweep(model, x, engine: str):
 
 
 def _generic(model, x, rule: str):
-    return GenericDeconvnet(model, rule=rule).project(x, LAYER, _units())
+    # windowed=False: the autograd path (on this chain the deconvnet rule would otherwise take
+    # the explicit engine's way, checked above as Deconvnet.project)
+    return GenericDeconvnet(model, rule=rule, windowed=False).project(x, LAYER, _units())
 
 
 def _taps(model, x):

@@ -121,7 +121,7 @@ def test_batched_equals_one_by_one_and_crop_is_used_where_it_pays(make, layer, s
                                                                    rule):
     model, images = make(), _images(3, size)
     units = _units(model, images, layer)
-    engine = GenericDeconvnet(model, rule=rule)
+    engine = GenericDeconvnet(model, rule=rule, windowed=False)
     with engine._run(images, layer) as run:
         assert (run.crop_plan is not None) == cropped
     reference = _one_by_one(model, rule, engine.skip_normalization, images, layer, units,
@@ -131,8 +131,8 @@ def test_batched_equals_one_by_one_and_crop_is_used_where_it_pays(make, layer, s
         got = engine.project(images, layer, units, chunk_size=chunk_size)
         torch.testing.assert_close(got, reference, rtol=0, atol=1e-10)
     for batched in (True, False):
-        full = GenericDeconvnet(model, rule=rule, crop=False, batched_backward=batched).project(
-            images, layer, units, chunk_size=3)
+        full = GenericDeconvnet(model, rule=rule, crop=False, batched_backward=batched,
+                                windowed=False).project(images, layer, units, chunk_size=3)
         torch.testing.assert_close(full, reference, rtol=0, atol=1e-10)
 
 
@@ -222,5 +222,17 @@ def test_explicit_batched_equals_one_by_one(layer):
     for chunk_size in (1, 5, 64):
         torch.testing.assert_close(engine.project(images, layer, units, chunk_size=chunk_size),
                                    single, rtol=0, atol=1e-10)
-    generic = GenericDeconvnet(model).project(images, layer, units)
+    generic = GenericDeconvnet(model, windowed=False).project(images, layer, units)
     torch.testing.assert_close(single, generic, rtol=0, atol=1e-10)
+
+
+def test_generic_takes_the_explicit_way_only_where_it_computes_the_same():
+    chain, resnet, images = _chain(), _resnet(), _images()
+    assert GenericDeconvnet(chain).uses_explicit_path("4")
+    assert not GenericDeconvnet(chain, rule="guided").uses_explicit_path("4")
+    assert not GenericDeconvnet(chain, compute_dtype=torch.bfloat16).uses_explicit_path("4")
+    assert not GenericDeconvnet(resnet).uses_explicit_path("layer1")  # residual: not a chain
+    units = _units(chain, images, "7")
+    reference = _one_by_one(chain, "deconvnet", True, images, "7", units, seed="activation")
+    torch.testing.assert_close(GenericDeconvnet(chain).project(images, "7", units), reference,
+                               rtol=0, atol=1e-10)

@@ -35,6 +35,8 @@ from torch import nn
 
 from deconv._deprecation import deprecated_names
 from deconv.deconvnet.base import ProjectionEngine, ProjectionRun, Seeds, _check_images
+from deconv.deconvnet.explicit import Deconvnet
+from deconv.deconvnet.path import UnsupportedModuleError
 from deconv.deconvnet.relu_rules import RULES, RectifierRules, check_model
 from deconv.errors import InvalidArgumentError
 from deconv.model_state import StopForward, eval_mode
@@ -94,6 +96,11 @@ class GenericDeconvnet(ProjectionEngine):
         batched_backward (bool | None): the backward passes of one image's units batched with
             ``is_grads_batched`` (True) or one at a time (False) on the retained graph; None
             (default): batched except on the CPU. Both are exact.
+        windowed (bool): with ``rule="deconvnet"``, normalization skipped, no
+            ``compute_dtype`` and a layer reached by a chain of the modules the explicit engine
+            supports, go down the explicit engine's way (:class:`~deconv.deconvnet.Deconvnet`:
+            the same projection, each unit only through its receptive-field window, faster
+            than the crop at middle depths); False always uses autograd.
 
     Limitations: a layer must be a module that runs once per forward pass (a reused ReLU module
     is refused: name the block instead); other nonlinearities (SiLU, GELU, ...) keep their plain
@@ -102,7 +109,7 @@ class GenericDeconvnet(ProjectionEngine):
 
     def __init__(self, model, rule: str = "deconvnet", skip_normalization: bool | None = None,
                  compute_dtype: torch.dtype | None = None, crop: bool = True,
-                 batched_backward: bool | None = None):
+                 batched_backward: bool | None = None, windowed: bool = True):
         super().__init__(model)
         if rule not in RULES:
             raise InvalidArgumentError(f"rule must be one of {RULES}, got {rule!r}")
@@ -118,10 +125,31 @@ class GenericDeconvnet(ProjectionEngine):
         self.compute_dtype = compute_dtype
         self.crop = bool(crop)
         self.batched_backward = batched_backward
+        self.windowed = bool(windowed)
         self._checked: dict[tuple, tuple[torch.Size, _CropPlan | None]] = {}
+        self._explicit: Deconvnet | None = None
+        self._chains: dict[str, bool] = {}
 
-    def _run(self, images: torch.Tensor, layer: str) -> _GenericRun:
+    def _run(self, images: torch.Tensor, layer: str) -> ProjectionRun:
+        if self.uses_explicit_path(layer):
+            return self._explicit._run(images, layer)
         return _GenericRun(self, images, layer)
+
+    def uses_explicit_path(self, layer: str | int) -> bool:
+        """Whether ``layer`` goes down the explicit engine's way (see ``windowed``)."""
+        if not self.windowed or self.rule != "deconvnet" or not self.skip_normalization \
+                or self.compute_dtype is not None:
+            return False
+        name = self.resolve(layer)
+        if name not in self._chains:
+            if self._explicit is None:
+                self._explicit = Deconvnet(self.model)
+            try:
+                self._explicit.path(name)
+                self._chains[name] = True
+            except UnsupportedModuleError:
+                self._chains[name] = False
+        return self._chains[name]
 
     def attribute(self, images: torch.Tensor, target, chunk_size: int = 32) -> torch.Tensor:
         """Project each image's class logit ``target`` to pixels (seeded with 1).
