@@ -21,7 +21,7 @@ from torchvision.models.densenet import DenseNet
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from deconv.occlusion.graph_engine import GraphOcclusion, supports_graph
-from deconv.occlusion.incremental import naive_occlusion_outputs
+from deconv.occlusion.naive import naive_occlusion_outputs
 
 TOL64 = 1e-10
 

@@ -15,13 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deconv.occlusion.incremental import (
-    IncrementalOcclusion,
-    naive_occlusion_outputs,
-    occlude_images,
-    supports,
-)
+from deconv.occlusion.fills import occlude_images
+from deconv.occlusion.incremental import IncrementalOcclusion, supports
 from deconv.occlusion.incremental_plan import SpatialGeometry, affected_range
+from deconv.occlusion.naive import naive_occlusion_outputs
 
 TOL64 = 1e-10
 
@@ -323,7 +320,7 @@ def test_approximate_mode_is_exact_at_full_fraction_and_close_below():
 def test_registered_as_sweep_engine():
     from deconv.occlusion import engines
 
-    assert "incremental" in engines.occlusion_methods()  # registered by importing deconv.occlusion
+    assert "incremental" in engines.occlusion_engines()  # an explicit registry entry
     _seed(7)
     model = _Head(2).double().eval()
     image = torch.randn(3, 24, 24, dtype=torch.float64)
@@ -332,9 +329,9 @@ def test_registered_as_sweep_engine():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fast = engines.evaluate_occluded(model, image, fill, boxes, layer="features.4",
-                                         method="incremental")
+                                         engine="incremental")
     slow = engines.evaluate_occluded(model, image, fill, boxes, layer="features.4",
-                                     method="naive")
+                                     engine="naive")
     torch.testing.assert_close(fast.output, slow.output, rtol=0, atol=TOL64)
     torch.testing.assert_close(fast.layer_totals, slow.layer_totals, rtol=0, atol=1e-9)
 

@@ -12,7 +12,7 @@ from deconv.occlusion import (
     grid_starts,
     make_fill,
     occluder_boxes,
-    occlusion_methods,
+    occlusion_engines,
     occlusion_sweep,
     window_average,
 )
@@ -315,7 +315,7 @@ def test_blur_fill_is_what_the_window_sees():
 
 
 def test_naive_is_registered():
-    assert "naive" in occlusion_methods()
+    assert "naive" in occlusion_engines()
 
 
 def test_occlude_command_writes_figure_and_json(tmp_path):

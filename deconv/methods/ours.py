@@ -98,7 +98,7 @@ def occlusion(model: nn.Module, images: torch.Tensor, target: torch.Tensor, patc
         fill (str | float): what fills the square (``"mean"``: 0 of the normalized input, the
             model's mean colour; see :func:`deconv.occlusion.make_fill`).
         batch_size (int): occluded images per forward.
-        engine (str): occlusion engine (:func:`deconv.occlusion.occlusion_methods`).
+        engine (str): occlusion engine (:func:`deconv.occlusion.occlusion_engines`).
 
     Returns:
         torch.Tensor: ``[N, 1, H, W]``; pixels no square covers (none when ``stride <= patch``)
@@ -109,7 +109,7 @@ def occlusion(model: nn.Module, images: torch.Tensor, target: torch.Tensor, patc
     maps = []
     for image, cls in zip(images, target.tolist()):
         result = occlusion_sweep(model, image, patch=patch, stride=stride, fill=fill,
-                                 target=int(cls), batch_size=batch_size, method=engine,
+                                 target=int(cls), batch_size=batch_size, engine=engine,
                                  progress=False)
         maps.append(torch.nan_to_num(result.drop_map, nan=0.0).to(images.dtype))
     return torch.stack(maps).unsqueeze(1).to(images.device)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deconv.occlusion.incremental import IncrementalOcclusion, OcclusionOutputs
+from deconv.occlusion.incremental import IncrementalOcclusion
+from deconv.occlusion.outputs import OcclusionOutputs
 
 __all__ = ["DrillDownResult", "drill_down_map"]
 

@@ -1,144 +1,179 @@
-"""Occlusion engines: given a batch of occluder windows, the model outputs and feature totals.
+"""Occlusion engines: the registry, and the interface an engine implements.
 
-This is the one place that runs a network on occluded images. :func:`evaluate_occluded`
-dispatches on ``method`` to a registered engine; ``"naive"`` builds every occluded image and
-runs the whole network on the batch (one forward per position, batched). A faster engine (e.g.
-incremental inference that recomputes only the changed region of each layer) registers itself
-with :func:`register_occlusion_engine` and must return the same numbers.
+An engine computes the model's outputs (and one captured layer) on occluded copies of ONE image.
+The sweep builds one engine per model and sweep, enters it, asks it for batches of occluder
+windows, and leaves it; the engine keeps its caches only while it is entered (zennit's
+``Attributor`` is the model), so nothing survives the sweep.
+
+Registered engines (``occlusion_engines()``, the ``engine=`` of
+:func:`deconv.occlusion.occlusion_sweep` and ``deconv occlude --engine``):
+
+* ``"naive"`` (:class:`~deconv.occlusion.naive.NaiveOcclusion`): builds every occluded image and
+  runs the whole network on the batch; the reference, and the last resort of ``"auto"``;
+* ``"incremental"`` (:class:`~deconv.occlusion.incremental.IncrementalOcclusion`): recomputes
+  only each layer's changed region on conv / pool chains (Krypton); same numbers;
+* ``"graph"`` (:class:`~deconv.occlusion.graph_engine.GraphOcclusion`): the same on any graph
+  ``torch.fx`` traces (residual, branching, depthwise CNNs); same numbers.
+
+``engine="auto"`` takes the first engine registered with ``auto=True`` whose ``supports(model)``
+is true (``"incremental"``, then ``"graph"``), else ``"naive"`` with a warning saying why.
+
+How to add an engine
+--------------------
+Write a class with this interface (see the two above) and add one line at the bottom of this
+file, ``register_occlusion_engine("name", YourEngine, auto=...)`` (an explicit entry, no import
+side effects)::
+
+    class YourEngine:
+        def __init__(self, model, image, fill, *, layer=None, reduce="sum", batch_size=32,
+                     need_output=True): ...
+            # model: nn.Module or anything with .model (module_of); image: [C, H, W] input;
+            # fill: number, [C] or [C, H, W] (deconv.occlusion.fills.make_fill turns it into an
+            # image); layer: module name or paper number (deconv.occlusion.naive.layer_name
+            # resolves it); reduce: "sum" ([P, C]) or None (whole output); need_output=False:
+            # output may be None (stop at the layer).
+        @staticmethod
+        def supports(model) -> tuple[bool, str]: ...    # (True, "") or (False, why)
+        def __enter__(self): return self
+        def __exit__(self, *exc): ...                   # release every cache
+        def outputs(self, boxes) -> OcclusionOutputs: ...
+            # boxes: long [P, 4] (y0, y1, x0, x1), end exclusive; one row per box, in order
+
+It must return the naive engine's numbers (to rounding); ``tests/test_incremental_occlusion.py``
+shows the float64 comparison to copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
 
-import torch
-from torch import nn
+from deconv._deprecation import deprecated_names, warn_deprecated
+from deconv.occlusion.graph_engine import GraphOcclusion
+from deconv.occlusion.incremental import IncrementalOcclusion
+from deconv.occlusion.naive import NaiveOcclusion, capture_layer_output
+from deconv.occlusion.outputs import OcclusionOutputs
 
-from deconv.model_state import StopForward
+__all__ = ["OcclusionOutputs", "build_engine", "evaluate_occluded", "occlusion_engines",
+           "register_occlusion_engine", "resolve_engine", "capture_layer_output"]
 
-__all__ = ["OccludedBatch", "evaluate_occluded", "register_occlusion_engine",
-           "occlusion_methods", "occlude_batch", "capture_layer_output"]
+_ENGINES: dict[str, type] = {}
+_AUTO: list[str] = []  # tried in order by engine="auto"; "naive" is the fall-back
 
 
-@dataclass(frozen=True)
-class OccludedBatch:
-    """What one batch of occluder positions gives.
+def register_occlusion_engine(name: str, engine: type | None = None, *, auto: bool = False):
+    """Add an engine class under ``name``; ``auto=True`` lets ``engine="auto"`` pick it.
 
-    Attributes:
-        output (torch.Tensor | None): the model's outputs ``[B, ...]`` (logits for a
-            classifier), or None when not asked for.
-        layer_totals (torch.Tensor | None): for the requested layer, each feature map summed
-            over space, ``[B, C]``; None when no layer was asked for.
+    Args:
+        name (str): the ``engine=`` value.
+        engine (type | None): the class (see the module docstring for its interface); None:
+            return a class decorator instead.
+        auto (bool): try it (in registration order) for ``engine="auto"`` where its
+            ``supports(model)`` is true.
+
+    Returns:
+        type | Callable[[type], type]: the class (or the decorator).
+
+    Raises:
+        ValueError: ``name`` already registered.
     """
 
-    output: torch.Tensor | None
-    layer_totals: torch.Tensor | None
-
-
-# Engine signature: (module, image [C,H,W], fill [C,H,W], boxes long [B,4], layer name | None,
-# need_output) -> OccludedBatch.
-Engine = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, "str | None", bool],
-                  OccludedBatch]
-_ENGINES: dict[str, Engine] = {}
-
-
-def register_occlusion_engine(name: str) -> Callable[[Engine], Engine]:
-    """Decorator adding an engine under ``name`` (the ``method=`` of :func:`occlusion_sweep`)."""
-
-    def wrap(engine: Engine) -> Engine:
+    def add(cls: type) -> type:
         if name in _ENGINES:
             raise ValueError(f"occlusion engine {name!r} is already registered")
-        _ENGINES[name] = engine
-        return engine
+        _ENGINES[name] = cls
+        if auto:
+            _AUTO.append(name)
+        return cls
 
-    return wrap
+    return add if engine is None else add(engine)
 
 
-def occlusion_methods() -> list[str]:
-    """Names of the registered occlusion engines."""
+def occlusion_engines() -> list[str]:
+    """Names of the registered occlusion engines (``"auto"`` is accepted besides these)."""
     return list(_ENGINES)
 
 
-def evaluate_occluded(module: nn.Module, image: torch.Tensor, fill: torch.Tensor,
-                      boxes: torch.Tensor, *, layer: str | None = None, need_output: bool = True,
-                      method: str = "naive") -> OccludedBatch:
-    """Run ``module`` on ``image`` occluded by each window of ``boxes``.
+def resolve_engine(engine: str, model, *, argument: str = "engine") -> str:
+    """The registered engine name for ``engine`` (``"auto"``: the best one that supports it).
 
     Args:
-        module (nn.Module): the network (not modified).
+        engine (str): a registered name or ``"auto"``.
+        model (nn.Module | LoadedModel): the network (for ``"auto"``).
+        argument (str): the argument's name, for the error message.
+
+    Raises:
+        ValueError: unknown engine.
+    """
+    if engine == "auto":
+        reason = ""
+        for name in _AUTO:
+            ok, reason = _ENGINES[name].supports(model)
+            if ok:
+                return name
+        warnings.warn(f"occlusion_sweep: no incremental engine can run this model ({reason}); "
+                      f"using the naive sweep (same numbers, slower)", stacklevel=3)
+        return "naive"
+    if engine not in _ENGINES:
+        word = "method" if argument == "method" else "occlusion engine"
+        raise ValueError(f"unknown {word} {engine!r}; choose one of {occlusion_engines()} "
+                         "or 'auto'")
+    return engine
+
+
+def build_engine(engine: str, model, image, fill, *, layer: str | int | None = None,
+                 reduce: str | None = "sum", batch_size: int = 32, need_output: bool = True):
+    """A new engine object for one image (enter it with ``with``).
+
+    Args:
+        engine (str): a registered name or ``"auto"``.
+        model (nn.Module | LoadedModel): the network.
+        image (torch.Tensor): model input ``[C, H, W]``.
+        fill (float | torch.Tensor): the occluder's content in input space (``[C, H, W]``).
+        layer (str | int | None): layer whose output to return too (``captured``).
+        reduce (str | None): ``"sum"`` or None.
+        batch_size (int): windows processed together.
+        need_output (bool): False lets the engine skip the network after ``layer``.
+    """
+    cls = _ENGINES[resolve_engine(engine, model)]
+    return cls(model, image, fill, layer=layer, reduce=reduce, batch_size=batch_size,
+               need_output=need_output)
+
+
+def evaluate_occluded(model, image, fill, boxes, *, layer: str | None = None,
+                      need_output: bool = True, engine: str = "naive",
+                      method: str | None = None) -> OcclusionOutputs:
+    """One batch of windows in one call: build the engine, run ``boxes``, release it.
+
+    Args:
+        model (nn.Module | LoadedModel): the network (not modified).
         image (torch.Tensor): model input ``[C, H, W]`` on the module's device and dtype.
         fill (torch.Tensor): replacement image ``[C, H, W]`` (see :mod:`deconv.occlusion.fills`).
         boxes (torch.Tensor): long ``[B, 4]`` windows ``(y0, y1, x0, x1)``, end exclusive.
-        layer (str | None): ``named_modules()`` name whose output's feature maps to total.
+        layer (str | None): ``named_modules()`` name whose feature maps to total.
         need_output (bool): also return the network output (False lets an engine stop early).
-        method (str): engine name, one of :func:`occlusion_methods`.
+        engine (str): a registered engine or ``"auto"``.
+        method (str | None): deprecated name of ``engine``.
 
     Returns:
-        OccludedBatch: outputs and/or layer totals, one row per box.
+        OcclusionOutputs: outputs and/or layer totals (``captured``), one row per box.
     """
-    if method not in _ENGINES:
-        raise ValueError(f"unknown occlusion method {method!r}; choose one of "
-                         f"{occlusion_methods()}")
-    if layer is None and not need_output:
-        raise ValueError("nothing to compute: ask for the output, a layer, or both")
-    return _ENGINES[method](module, image, fill, boxes, layer, need_output)
+    if method is not None:
+        warn_deprecated("evaluate_occluded(method=...)", "use engine=")
+        engine = resolve_engine(method, model, argument="method")
+    with build_engine(engine, model, image, fill, layer=layer, reduce="sum",
+                      batch_size=max(len(boxes), 1), need_output=need_output) as runner:
+        return runner.outputs(boxes)
 
 
-def occlude_batch(image: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """The occluded images ``[B, C, H, W]``: ``fill`` inside each window, ``image`` outside."""
-    batch = image.unsqueeze(0).repeat(len(boxes), 1, 1, 1)
-    for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
-        batch[i, :, y0:y1, x0:x1] = fill[:, y0:y1, x0:x1]
-    return batch
+# The registry: explicit entries, one per engine ("auto" tries the auto=True ones in order).
+register_occlusion_engine("naive", NaiveOcclusion)
+register_occlusion_engine("incremental", IncrementalOcclusion, auto=True)
+register_occlusion_engine("graph", GraphOcclusion, auto=True)
 
-
-def _totals(output: torch.Tensor) -> torch.Tensor:
-    """Sum every feature map of a layer output over its spatial dimensions -> ``[B, C]``."""
-    if not isinstance(output, torch.Tensor) or output.ndim < 2:
-        raise TypeError("the feature layer must output a tensor [B, C, ...]; got "
-                        f"{type(output).__name__} of shape {getattr(output, 'shape', None)}")
-    return output.flatten(2).sum(dim=2) if output.ndim > 2 else output.clone()
-
-
-@torch.no_grad()
-def _run_with_layer(module: nn.Module, batch: torch.Tensor, layer: str | None,
-                    need_output: bool, reduce: Callable[[torch.Tensor], torch.Tensor] = _totals
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Forward ``batch``; return (output or None, ``reduce(layer output)`` or None)."""
-    captured: list[torch.Tensor] = []
-    handle = None
-    if layer is not None:
-        def hook(_module, _inputs, output):
-            captured.append(reduce(output))  # reduce now: an inplace op may change it later
-            if not need_output:
-                raise StopForward
-
-        handle = module.get_submodule(layer).register_forward_hook(hook)
-    try:
-        try:
-            output = module(batch)
-        except StopForward:
-            output = None
-    finally:
-        if handle is not None:
-            handle.remove()
-    if layer is not None and not captured:
-        raise RuntimeError(f"layer {layer!r} was not run by the model's forward; pick a layer "
-                           "that its forward() uses")
-    return (output if need_output else None), (captured[0] if captured else None)
-
-
-@register_occlusion_engine("naive")
-def _naive_engine(module: nn.Module, image: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor,
-                  layer: str | None, need_output: bool) -> OccludedBatch:
-    """Build every occluded image and run the whole network on the batch."""
-    output, totals = _run_with_layer(module, occlude_batch(image, fill, boxes), layer, need_output)
-    return OccludedBatch(output, totals)
-
-
-def capture_layer_output(module: nn.Module, batch: torch.Tensor, layer: str | None
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Forward ``batch``; return ``(output, copy of the layer's output or None)``; no hook left."""
-    output, captured = _run_with_layer(module, batch, layer, True, reduce=lambda t: t.clone())
-    return output, captured
+__getattr__ = deprecated_names(__name__, {
+    "OccludedBatch": ("use deconv.occlusion.OcclusionOutputs (.captured is the old "
+                      ".layer_totals)", "deconv.occlusion.outputs:OcclusionOutputs"),
+    "occlusion_methods": ("use occlusion_engines()", lambda: occlusion_engines),
+    "occlude_batch": ("use deconv.occlusion.fills.occlude_images",
+                      "deconv.occlusion.fills:occlude_images"),
+})

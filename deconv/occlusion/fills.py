@@ -1,7 +1,9 @@
-"""What fills the occluder: the mean pixel, the image mean, black, zero, a blur, or a number.
+"""What fills the occluder, and the occluded images: the one fill and the one occlude function.
 
-Every fill is returned as a full-size replacement image ``[C, H, W]`` in the model's input
-space; the occluded image takes the fill's pixels inside the window and its own outside.
+:func:`make_fill` turns every kind of fill (the mean pixel, the image mean, black, zero, a blur,
+a number, a per-channel value or a whole image) into a full-size replacement image ``[C, H, W]``
+in the model's input space; :func:`occlude_images` builds the occluded copies (the fill's pixels
+inside each window, the image's own outside). Every engine and the figures use these two.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FILL_NAMES", "make_fill", "gaussian_blur"]
+from deconv.occlusion.grid import check_boxes
+
+__all__ = ["FILL_NAMES", "make_fill", "occlude_images", "gaussian_blur"]
 
 #: Named fills accepted by :func:`make_fill` (besides a number or a tensor).
 FILL_NAMES = ("mean", "image_mean", "zero", "black", "blur")
 
 
-def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *, patch: tuple[int, int],
-              normalize=None) -> tuple[torch.Tensor, str]:
+def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *,
+              patch: tuple[int, int] | None = None, normalize=None) -> tuple[torch.Tensor, str]:
     """Build the replacement image for an occluder.
 
     Args:
@@ -34,9 +38,11 @@ def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *, patch: t
             * ``"black"`` — black pixels (needs ``normalize``, i.e. a zoo ``LoadedModel``);
             * ``"blur"`` — the same image blurred with a Gaussian of sigma ``max(patch) / 4``;
             * a number — that value in the model input space (like captum's ``baselines``);
-            * a tensor ``[C]`` (one value per channel) or ``[C, H, W]``, in input space.
+            * a tensor: a 0-d value, ``[C]`` (one value per channel), or an image ``[C, H, W]``
+              (or ``[1, C, H, W]``), in input space.
         image (torch.Tensor): the model input ``[C, H, W]``.
-        patch (tuple[int, int]): occluder size (sets the blur width).
+        patch (tuple[int, int] | None): occluder size (sets the blur width; needed only for
+            ``"blur"``).
         normalize (Callable[[torch.Tensor], torch.Tensor] | None): pixels in [0, 1] -> model
             input, when known (``LoadedModel.normalize``).
 
@@ -64,6 +70,8 @@ def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *, patch: t
                                  "deconv LoadedModel, or give the black value as a number")
             return normalize(torch.zeros_like(image)), "black"
         if fill == "blur":
+            if patch is None:
+                raise ValueError("fill='blur' needs the occluder size: pass patch=(h, w)")
             sigma = max(patch) / 4
             return gaussian_blur(image, sigma), f"the image blurred (Gaussian sigma {sigma:g} px)"
         raise ValueError(f"unknown fill {fill!r}; use one of {FILL_NAMES}, a number or a tensor")
@@ -77,6 +85,10 @@ def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *, patch: t
         value = fill.to(**like)
         if not torch.isfinite(value).all():
             raise ValueError("fill tensor contains NaN or inf")
+        if value.ndim == 0:
+            return torch.full_like(image, float(value)), f"{float(value):g} in the model input"
+        if value.ndim == 4 and value.shape[0] == 1:
+            value = value[0]
         if value.shape == (channels,):
             return value.view(-1, 1, 1).expand_as(image).clone(), "a per-channel value"
         if value.shape == image.shape:
@@ -85,6 +97,31 @@ def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *, patch: t
                          f"got {list(value.shape)}")
     raise TypeError(f"fill must be one of {FILL_NAMES}, a number or a tensor, "
                     f"got {type(fill).__name__}")
+
+
+def occlude_images(image: torch.Tensor, fill: torch.Tensor, boxes) -> torch.Tensor:
+    """The occluded copies ``[P, C, H, W]``: ``fill`` inside each window, ``image`` outside.
+
+    Args:
+        image (torch.Tensor): the model input ``[C, H, W]``.
+        fill (torch.Tensor): the replacement image ``[C, H, W]`` (from :func:`make_fill`).
+        boxes (torch.Tensor): long ``[P, 4]`` windows ``(y0, y1, x0, x1)``, end exclusive;
+            parts outside the image are ignored.
+
+    Returns:
+        torch.Tensor: ``[P, C, H, W]`` on the image's device.
+
+    Raises:
+        ValueError: boxes not ``[P, 4]``.
+    """
+    _, h, w = image.shape
+    boxes = check_boxes(boxes).to(image.device)
+    rows = torch.arange(h, device=image.device)
+    cols = torch.arange(w, device=image.device)
+    inside_r = (rows >= boxes[:, :1]) & (rows < boxes[:, 1:2])
+    inside_c = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])
+    mask = (inside_r[:, :, None] & inside_c[:, None, :]).unsqueeze(1)
+    return torch.where(mask, fill.unsqueeze(0), image.unsqueeze(0))
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

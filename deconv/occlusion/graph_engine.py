@@ -14,13 +14,14 @@ after it run on whole tensors (the cached map with the changed window pasted): s
 The result is the model's output on the occluded images, to floating-point rounding (float64:
 ~1e-15 against the naive sweep).
 
-Interface (the same as :class:`~deconv.occlusion.incremental.IncrementalOcclusion`)::
+Interface (the engine interface of :mod:`deconv.occlusion.engines`, registered as ``"graph"``)::
 
-    engine = GraphOcclusion(model, image, fill, layer="layer3")
-    result = engine.outputs(boxes)   # boxes: long [P, 4] (y0, y1, x0, x1), end exclusive
-    result.output, result.captured   # [P, ...] and [P, C] (reduce="sum") or None
-    engine.reference                 # the same for the unoccluded image
-    engine.work                      # per convolution: outputs computed and changed
+    with GraphOcclusion(model, image, fill, layer="layer3") as engine:
+        result = engine.outputs(boxes)  # boxes: long [P, 4] (y0, y1, x0, x1), end exclusive
+        result.output, result.captured  # [P, ...] and [P, C] (reduce="sum") or None
+        engine.reference                # the same for the unoccluded image
+        engine.work                     # per convolution: outputs computed and changed
+    # leaving the block releases the caches
 
 A model ``torch.fx`` cannot trace falls back, with a warning naming the cause, to the batched
 naive forward (the same numbers). Approximate modes: ``max_fraction`` (Krypton's projective-field
@@ -41,13 +42,12 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from deconv.layers import module_of, resolve_layer
+from deconv.occlusion.fills import make_fill
 from deconv.occlusion.graph_plan import GraphPlan, NodeRule, plan_graph
-from deconv.occlusion.incremental import (
-    OcclusionOutputs,
-    as_fill_image,
-    naive_occlusion_outputs,
-)
+from deconv.occlusion.grid import check_boxes
 from deconv.occlusion.incremental_plan import IncrementalPlanError, affected_range
+from deconv.occlusion.naive import naive_occlusion_outputs
+from deconv.occlusion.outputs import REDUCTIONS, OcclusionOutputs
 
 __all__ = ["GraphOcclusion", "supports_graph", "make_incremental_engine"]
 
@@ -140,6 +140,9 @@ class GraphOcclusion:
             exact.
         compute_dtype (torch.dtype | None): approximate mode: run the network in this dtype
             (a private copy); results in the image's dtype. None: exact.
+        need_output (bool): False: :meth:`outputs` returns ``output=None`` (the layer only).
+
+    Use it as a context manager (or call :meth:`close`): leaving releases the caches.
 
     Raises:
         ValueError: bad image/fill shapes, unknown capture layer, bad settings.
@@ -147,20 +150,22 @@ class GraphOcclusion:
 
     def __init__(self, model, image: torch.Tensor, fill=0.0, *, layer: str | int | None = None,
                  reduce: str | None = "sum", batch_size: int = 32,
-                 max_fraction: float | None = None, compute_dtype: torch.dtype | None = None):
+                 max_fraction: float | None = None, compute_dtype: torch.dtype | None = None,
+                 need_output: bool = True):
         self.module = module_of(model)
+        self.need_output, self.closed = need_output, False
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]
         if image.ndim != 3:
             raise ValueError(f"image must be [C, H, W]; got shape {list(image.shape)}")
-        if reduce not in ("sum", None):
+        if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be 'sum' or None, got {reduce!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_fraction is not None and not 0 < max_fraction <= 1:
             raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction}")
         self.image, self.out_dtype = image, image.dtype
-        self.fill = as_fill_image(fill, image)
+        self.fill, _ = make_fill(fill, image)
         layer = resolve_layer(model, layer) if layer is not None else None
         self.layer, self.reduce, self.batch_size = layer, reduce, batch_size
         self.max_fraction = max_fraction
@@ -180,6 +185,21 @@ class GraphOcclusion:
             self.image, self.fill = image.to(compute_dtype), self.fill.to(compute_dtype)
         with torch.no_grad():
             self._build(plan_graph(network, self.image))
+
+    supports = staticmethod(supports_graph)
+
+    def __enter__(self) -> GraphOcclusion:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the cached maps (the engine cannot be used afterwards)."""
+        keep = {"module", "layer", "reduce", "batch_size", "out_dtype", "work", "need_output"}
+        for name in [n for n in self.__dict__ if n not in keep]:
+            del self.__dict__[name]
+        self.closed = True
 
     # ------------------------------------------------------------------ one clean forward
     def _build(self, plan: GraphPlan) -> None:
@@ -349,14 +369,14 @@ class GraphOcclusion:
         Returns:
             OcclusionOutputs: ``output [P, ...]`` and ``captured`` (or None).
         """
-        boxes = torch.as_tensor(boxes, dtype=torch.long).cpu()
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"boxes must be [P, 4] rows (y0, y1, x0, x1); got "
-                             f"{list(boxes.shape)}")
+        if self.closed:
+            raise RuntimeError("this GraphOcclusion was closed; build a new one")
+        boxes = check_boxes(boxes)
         if not self.incremental:
-            return naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
-                                           layer=self.layer, reduce=self.reduce,
-                                           batch_size=self.batch_size)
+            result = naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
+                                             layer=self.layer, reduce=self.reduce,
+                                             batch_size=self.batch_size)
+            return OcclusionOutputs(result.output if self.need_output else None, result.captured)
         regions = self._regions(boxes)
         order = self._order(regions, len(boxes))
         outs, caps = [], []
@@ -372,7 +392,7 @@ class GraphOcclusion:
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order))
         inverse = inverse.to(output.device)
-        return OcclusionOutputs(output[inverse].contiguous(),
+        return OcclusionOutputs(output[inverse].contiguous() if self.need_output else None,
                                 captured[inverse].contiguous() if captured is not None else None)
 
     def _order(self, regions: dict[str, Region], count: int) -> torch.Tensor:
@@ -601,22 +621,3 @@ def make_incremental_engine(model, image: torch.Tensor, fill=0.0, **settings):
         settings.pop(chain_only, None)
     return GraphOcclusion(model, image, fill, **settings)
 
-
-def _register_with_sweep() -> None:
-    """Add ``method="graph"`` to the occlusion sweep's engines."""
-    from deconv.occlusion.engines import OccludedBatch, occlusion_methods, register_occlusion_engine
-
-    if "graph" in occlusion_methods():
-        return
-
-    @register_occlusion_engine("graph")
-    def _graph_engine(module: nn.Module, image: torch.Tensor, fill: torch.Tensor,
-                      boxes: torch.Tensor, layer: str | None, need_output: bool):
-        """Exact incremental inference on the traced graph; same numbers as ``"naive"``."""
-        engine = GraphOcclusion(module, image, fill, layer=layer, reduce="sum",
-                                batch_size=max(len(boxes), 1))
-        result = engine.outputs(boxes)
-        return OccludedBatch(result.output if need_output else None, result.captured)
-
-
-_register_with_sweep()

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["grid_starts", "occluder_boxes", "window_average"]
+__all__ = ["grid_starts", "occluder_boxes", "check_boxes", "window_average"]
 
 
 def grid_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -47,6 +47,18 @@ def occluder_boxes(height: int, width: int, patch: tuple[int, int],
     xs = grid_starts(width, patch[1], stride[1])
     boxes = [(y, min(y + patch[0], height), x, min(x + patch[1], width)) for y in ys for x in xs]
     return torch.tensor(boxes, dtype=torch.long).view(-1, 4), len(ys), len(xs)
+
+
+def check_boxes(boxes) -> torch.Tensor:
+    """Occluder windows as a long CPU tensor ``[P, 4]`` of rows ``(y0, y1, x0, x1)``.
+
+    Raises:
+        ValueError: not ``[P, 4]``.
+    """
+    boxes = torch.as_tensor(boxes, dtype=torch.long).cpu()
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be [P, 4] rows (y0, y1, x0, x1); got {list(boxes.shape)}")
+    return boxes
 
 
 def window_average(values: torch.Tensor, boxes: torch.Tensor, height: int,

@@ -14,14 +14,15 @@ first non-spatial node (flatten, linear, a global pool) the full tensors are reb
 pasted region) and the rest of the network runs normally. The result is the model's output on
 the occluded images, to floating-point rounding (float64: ~1e-15).
 
-Interface (the occlusion sweep's ``method="incremental"``)::
+Interface (the occlusion sweep's ``engine="incremental"``; see :mod:`deconv.occlusion.engines`)::
 
-    engine = IncrementalOcclusion(model, image, fill, layer="features.29")
-    result = engine.outputs(boxes)   # boxes: long [P, 4] (y0, y1, x0, x1), end exclusive
-    result.output     # model(occluded images): [P, ...] (logits; the last map for conv stacks)
-    result.captured   # the layer's output per feature map summed over space [P, C]
-                      # (reduce="sum"), or the full output [P, C, H, W] (reduce=None)
-    engine.reference  # the same for the unoccluded image ([1, ...])
+    with IncrementalOcclusion(model, image, fill, layer="features.29") as engine:
+        result = engine.outputs(boxes)  # boxes: long [P, 4] (y0, y1, x0, x1), end exclusive
+        result.output     # model(occluded images): [P, ...] (logits; last map for conv stacks)
+        result.captured   # the layer's output per feature map summed over space [P, C]
+                          # (reduce="sum"), or the full output [P, C, H, W] (reduce=None)
+        engine.reference  # the same for the unoccluded image ([1, ...])
+    # leaving the block releases the caches
     supported, reason = supports(model)
 
 It covers models whose forward is a chain of ``Conv2d`` / ``MaxPool2d`` (any padding, dilation,
@@ -35,8 +36,8 @@ Approximate mode (``max_fraction``): Krypton's projective-field threshold. A cha
 would exceed ``max_fraction`` of a layer's side is cut to a centred window of that size; values
 outside it are taken from the unoccluded image. Exact when ``None`` (default).
 
-The engine is registered as ``"incremental"`` in :mod:`deconv.occlusion.engines` when that
-module exists; one engine (and its cache) is kept for the last (model, image, fill, layer).
+The engine is registered as ``"incremental"`` in :mod:`deconv.occlusion.engines`; the caller
+builds one per image and sweep, and nothing is kept after it is closed.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from deconv._deprecation import warn_deprecated
-from deconv.layers import module_of, resolve_layer
-from deconv.model_state import eval_mode
+from deconv._deprecation import deprecated_names
+from deconv.layers import module_of
+from deconv.occlusion.fills import make_fill
+from deconv.occlusion.grid import check_boxes
 from deconv.occlusion.incremental_cache import SpatialCache, band_update, source_rows
 from deconv.occlusion.incremental_plan import (
     ChainPlan,
@@ -63,25 +65,12 @@ from deconv.occlusion.incremental_plan import (
     affected_range,
     plan_chain,
 )
+from deconv.occlusion.naive import layer_name, naive_occlusion_outputs
+from deconv.occlusion.outputs import REDUCTIONS, OcclusionOutputs, reduce_capture
 
 _SIZES_PER_AXIS = 4  # low-memory mode: window lengths per layer and axis
 
-__all__ = ["IncrementalOcclusion", "OcclusionOutputs", "supports", "naive_occlusion_outputs",
-           "occlude_images", "as_fill_image"]
-
-
-@dataclass(frozen=True)
-class OcclusionOutputs:
-    """Outputs for a batch of occluder windows.
-
-    Attributes:
-        output (torch.Tensor): the model's output for each occluded image ``[P, ...]``.
-        captured (torch.Tensor | None): the captured layer's output, per feature map summed over
-            space ``[P, C]`` (``reduce="sum"``) or whole ``[P, C, H, W]``; None without capture.
-    """
-
-    output: torch.Tensor
-    captured: torch.Tensor | None
+__all__ = ["IncrementalOcclusion", "supports"]
 
 
 def supports(model) -> tuple[bool, str]:
@@ -101,120 +90,6 @@ def supports(model) -> tuple[bool, str]:
     except IncrementalPlanError as exc:
         return False, str(exc)
     return True, ""
-
-
-def as_fill_image(fill, image: torch.Tensor) -> torch.Tensor:
-    """Expand a fill (number, ``[C]`` or ``[C, H, W]`` tensor) to a ``[C, H, W]`` image.
-
-    Raises:
-        ValueError: the fill's shape matches neither the channels nor the image.
-    """
-    fill = torch.as_tensor(fill, dtype=image.dtype, device=image.device)
-    if fill.ndim == 0:
-        return fill.expand_as(image)
-    if fill.ndim == 1 and fill.numel() == image.shape[0]:
-        return fill.view(-1, 1, 1).expand_as(image)
-    if fill.ndim == 4 and fill.shape[0] == 1:
-        fill = fill[0]
-    if fill.shape != image.shape:
-        raise ValueError(f"fill must be a number, a [C] tensor or a {list(image.shape)} image; "
-                         f"got shape {list(fill.shape)}")
-    return fill
-
-
-def _check_boxes(boxes) -> torch.Tensor:
-    boxes = torch.as_tensor(boxes, dtype=torch.long).cpu()
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be [P, 4] rows (y0, y1, x0, x1); got {list(boxes.shape)}")
-    return boxes
-
-
-def occlude_images(image: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Occluded copies ``[P, C, H, W]``: ``fill`` inside each box ``(y0, y1, x0, x1)``."""
-    _, h, w = image.shape
-    boxes = _check_boxes(boxes).to(image.device)
-    rows = torch.arange(h, device=image.device)
-    cols = torch.arange(w, device=image.device)
-    inside_r = (rows >= boxes[:, :1]) & (rows < boxes[:, 1:2])
-    inside_c = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])
-    mask = (inside_r[:, :, None] & inside_c[:, None, :]).unsqueeze(1)
-    return torch.where(mask, fill.unsqueeze(0), image.unsqueeze(0))
-
-
-def _capture_module(module: nn.Module, capture: str) -> nn.Module:
-    try:
-        return module.get_submodule(capture)
-    except AttributeError as exc:
-        names = [n for n, _ in module.named_modules() if n]
-        raise ValueError(f"unknown layer {capture!r}; valid names include {names[:20]}") from exc
-
-
-def _reduce(tensor: torch.Tensor, reduce: str | None) -> torch.Tensor:
-    if reduce is None:
-        return tensor.clone()
-    return tensor.flatten(2).sum(2) if tensor.ndim > 2 else tensor.clone()
-
-
-@torch.no_grad()
-def naive_occlusion_outputs(model, image: torch.Tensor, fill, boxes, *,
-                            layer: str | int | None = None, reduce: str | None = "sum",
-                            batch_size: int = 32, capture: str | None = None
-                            ) -> OcclusionOutputs:
-    """Reference: run the whole model on batches of occluded images.
-
-    Args:
-        model (nn.Module | LoadedModel): the network (eval mode; not modified).
-        image (torch.Tensor): model input ``[C, H, W]``.
-        fill (float | torch.Tensor): fill value(s), see :func:`as_fill_image`.
-        boxes (torch.Tensor): long ``[P, 4]`` occluder windows ``(y0, y1, x0, x1)``.
-        layer (str | int | None): a layer (module name or paper layer number) whose output
-            to return too.
-        reduce (str | None): ``"sum"`` (per-channel spatial sum) or None (whole output).
-        batch_size (int): occluded images per forward.
-        capture (str | None): deprecated name of ``layer``.
-
-    Returns:
-        OcclusionOutputs: outputs (and captured layer) for every box.
-    """
-    module = module_of(model)
-    layer = _layer_name(model, layer, capture)
-    fill = as_fill_image(fill, image)
-    boxes = _check_boxes(boxes)
-    outputs, captured = [], []
-    for start in range(0, len(boxes), batch_size):
-        batch = occlude_images(image, fill, boxes[start:start + batch_size])
-        out, cap = _forward_capturing(module, batch, layer, reduce)
-        outputs.append(out)
-        captured.append(cap)
-    return OcclusionOutputs(torch.cat(outputs), torch.cat(captured) if layer else None)
-
-
-def _layer_name(model, layer: str | int | None, capture: str | None) -> str | None:
-    """The module name of ``layer`` (or of the deprecated ``capture=``), None for no layer."""
-    if capture is not None:
-        warn_deprecated("capture=", "pass layer= instead (the same module name)", stacklevel=4)
-        if layer is not None:
-            raise TypeError("give layer= or the old capture=, not both")
-        layer = capture
-    return None if layer is None else resolve_layer(model, layer)
-
-
-def _forward_capturing(module: nn.Module, batch: torch.Tensor, capture: str | None,
-                       reduce: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    seen: list[torch.Tensor] = []
-    handle = None
-    if capture is not None:
-        handle = _capture_module(module, capture).register_forward_hook(
-            lambda _m, _i, out: seen.append(_reduce(out, reduce)))
-    try:
-        with eval_mode(module):  # the naive fall-back also serves models in training mode
-            output = module(batch)
-    finally:
-        if handle is not None:
-            handle.remove()
-    if capture is not None and not seen:
-        raise ValueError(f"layer {capture!r} is not run by the model's forward")
-    return output, (seen[-1] if seen else None)
 
 
 @dataclass
@@ -317,7 +192,11 @@ class IncrementalOcclusion:
             dtype (e.g. ``torch.bfloat16``: about 2x faster on CPUs with AVX512-BF16 or AMX)
             on private copies of their modules; the head and the results stay in the image's
             dtype. None: the image's dtype (exact). The naive fall-back ignores it.
+        need_output (bool): False: :meth:`outputs` returns ``output=None`` (the layer only;
+            the engine interface of :mod:`deconv.occlusion.engines`).
         capture (str | None): deprecated name of ``layer``.
+
+    Use it as a context manager (or call :meth:`close`): leaving releases the caches.
 
     Raises:
         ValueError: bad image/fill shapes, unknown layer, bad ``max_fraction``.
@@ -327,21 +206,22 @@ class IncrementalOcclusion:
                  reduce: str | None = "sum", batch_size: int = 32,
                  max_fraction: float | None = None, bands: bool = True,
                  low_memory: bool = False, compute_dtype: torch.dtype | None = None,
-                 capture: str | None = None):
+                 need_output: bool = True, capture: str | None = None):
         self.module = module_of(model)
-        layer = _layer_name(model, layer, capture)
+        self.need_output, self.closed = need_output, False
+        layer = layer_name(model, layer, capture)
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]
         if image.ndim != 3:
             raise ValueError(f"image must be [C, H, W]; got shape {list(image.shape)}")
-        if reduce not in ("sum", None):
+        if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be 'sum' or None, got {reduce!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_fraction is not None and not 0 < max_fraction <= 1:
             raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction}")
         self.image, self.out_dtype = image, image.dtype
-        self.fill = as_fill_image(fill, image)
+        self.fill, _ = make_fill(fill, image)
         self.layer, self.reduce, self.batch_size = layer, reduce, batch_size
         self.max_fraction = max_fraction
         self.bands, self.low_memory = bands, low_memory
@@ -361,6 +241,19 @@ class IncrementalOcclusion:
             self.image, self.fill = image.to(compute_dtype), self.fill.to(compute_dtype)
         with torch.no_grad():
             self._build(plan_chain(self.module))
+
+    def __enter__(self) -> IncrementalOcclusion:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the cached layers (the engine cannot be used afterwards)."""
+        for name in ("_spatial", "layers", "plan", "stages", "tail_stages", "prefix_output",
+                     "image", "fill"):
+            self.__dict__.pop(name, None)
+        self.closed = True
 
     # ------------------------------------------------------------------ cache (one forward)
     def _capture_index(self, plan: ChainPlan) -> tuple[str, str | int] | None:
@@ -552,11 +445,14 @@ class IncrementalOcclusion:
         Returns:
             OcclusionOutputs: ``output [P, ...]`` and ``captured`` (or None).
         """
-        boxes = _check_boxes(boxes)
+        if self.closed:
+            raise RuntimeError("this IncrementalOcclusion was closed; build a new one")
+        boxes = check_boxes(boxes)
         if not self.incremental:
-            return naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
-                                           layer=self.layer, reduce=self.reduce,
-                                           batch_size=self.batch_size)
+            result = naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
+                                             layer=self.layer, reduce=self.reduce,
+                                             batch_size=self.batch_size)
+            return OcclusionOutputs(result.output if self.need_output else None, result.captured)
         order = self._order(boxes) if len(boxes) > self.batch_size else None
         ordered = boxes if order is None else boxes[order]
         outs, caps, pending = [], [], []
@@ -585,7 +481,7 @@ class IncrementalOcclusion:
             inverse = inverse.to(output.device)
             output = output[inverse]
             captured = captured[inverse] if captured is not None else None
-        return OcclusionOutputs(output, captured)
+        return OcclusionOutputs(output if self.need_output else None, captured)
 
     def _order(self, boxes: torch.Tensor) -> torch.Tensor:
         """Order of positions that batches those with the same window sizes together.
@@ -799,7 +695,7 @@ class IncrementalOcclusion:
         for j, stage in enumerate(self.tail_stages):
             x = stage.run(x)
             if where is not None and where[0] == "tail_stage" and where[1] == j:
-                captured = _reduce(x, self.reduce)
+                captured = reduce_capture(x, self.reduce)
         env: dict[str, torch.Tensor] = {self._prefix_last_node(): x}
         modules = dict(self.plan.graph_module.named_modules())
         for node in self.plan.tail_nodes:
@@ -815,7 +711,7 @@ class IncrementalOcclusion:
                 raise IncrementalPlanError(f"node {node.name} ({node.op}) in the head")
             env[node.name] = value
             if where is not None and where[0] == "tail" and where[1] == node.name:
-                captured = _reduce(value, self.reduce)
+                captured = reduce_capture(value, self.reduce)
         output = fx.node.map_arg(self.plan.output_node.args[0], lambda n: env[n.name])
         if not isinstance(output, torch.Tensor):
             raise IncrementalPlanError("the model must return one tensor")
@@ -828,44 +724,14 @@ class IncrementalOcclusion:
         return next(n.name for n in self.plan.graph_module.graph.nodes if n.op == "placeholder")
 
 
-_LAST_ENGINE: dict[str, object] = {}
+# Supports for the engine registry (see deconv.occlusion.engines).
+IncrementalOcclusion.supports = staticmethod(supports)
 
-
-def _engine_for(module: nn.Module, image: torch.Tensor, fill: torch.Tensor,
-                layer: str | None) -> IncrementalOcclusion:
-    """The engine of the last call if it was for the same model, image, fill and layer."""
-    key = (module, image, fill, layer)
-    last = _LAST_ENGINE.get("key")
-    if (last is not None and all(a is b for a, b in zip(last, key))
-            and _LAST_ENGINE["versions"] == (image._version, fill._version)):
-        return _LAST_ENGINE["engine"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        engine = IncrementalOcclusion(module, image, fill, layer=layer, reduce="sum",
-                                      batch_size=1 << 30)
-    _LAST_ENGINE.update(key=key, versions=(image._version, fill._version), engine=engine)
-    return engine
-
-
-def _register_with_sweep() -> None:
-    """Add ``method="incremental"`` to the occlusion sweep's engines (if that module exists)."""
-    try:
-        from deconv.occlusion.engines import (
-            OccludedBatch,
-            occlusion_methods,
-            register_occlusion_engine,
-        )
-    except ImportError:
-        return
-    if "incremental" in occlusion_methods():
-        return
-
-    @register_occlusion_engine("incremental")
-    def _incremental_engine(module: nn.Module, image: torch.Tensor, fill: torch.Tensor,
-                            boxes: torch.Tensor, layer: str | None, need_output: bool):
-        """Exact incremental inference (Krypton); same numbers as ``"naive"``."""
-        result = _engine_for(module, image, fill, layer).outputs(boxes)
-        return OccludedBatch(result.output if need_output else None, result.captured)
-
-
-_register_with_sweep()
+__getattr__ = deprecated_names(__name__, {
+    "OcclusionOutputs": ("import it from deconv.occlusion",
+                         "deconv.occlusion.outputs:OcclusionOutputs"),
+    "as_fill_image": ("use deconv.occlusion.make_fill(fill, image)[0]",
+                      lambda: lambda fill, image: make_fill(fill, image)[0]),
+    "occlude_images": ("import it from deconv.occlusion.fills",
+                       "deconv.occlusion.fills:occlude_images"),
+})

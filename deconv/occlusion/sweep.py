@@ -13,7 +13,7 @@ import numbers
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -24,105 +24,26 @@ from tqdm.auto import tqdm
 from deconv._deprecation import warn_deprecated
 from deconv.layers import resolve_layer
 from deconv.model_state import eval_mode
-from deconv.occlusion.engines import capture_layer_output, evaluate_occluded, occlusion_methods
+from deconv.occlusion.engines import build_engine, occlusion_engines, resolve_engine
 from deconv.occlusion.fills import make_fill
 from deconv.occlusion.grid import occluder_boxes, window_average
-from deconv.zoo.registry import LoadedModel
+from deconv.occlusion.naive import capture_layer_output
+from deconv.occlusion.result import ClassScores, FeatureTotals, OcclusionGrid, OcclusionResult
 
-__all__ = ["OcclusionResult", "occlusion_sweep"]
+__all__ = ["OcclusionResult", "WrappedModel", "occlusion_sweep"]
 
 
-@dataclass
-class OcclusionResult:
-    """Everything a sweep measured, on the grid of occluder positions (``rows x cols``).
+@runtime_checkable
+class WrappedModel(Protocol):
+    """A network with its preprocessing, as the sweep reads it (``LoadedModel`` is one).
 
-    Attributes:
-        boxes (torch.Tensor): long ``[rows * cols, 4]`` windows ``(y0, y1, x0, x1)``
-            (row-major, end exclusive, clipped at the border).
-        grid_shape (tuple[int, int]): ``(rows, cols)``.
-        image_size (tuple[int, int]): ``(H, W)`` of the model input.
-        patch (tuple[int, int]): occluder size.
-        stride (tuple[int, int]): step between positions.
-        fill (str): what the occluder was filled with.
-        method (str): engine that computed it.
-        probability (torch.Tensor | None): ``[rows, cols]`` probability of ``target``.
-        label (torch.Tensor | None): ``[rows, cols]`` most probable class index.
-        label_probability (torch.Tensor | None): ``[rows, cols]`` its probability.
-        drop_map (torch.Tensor | None): float64 ``[H, W]``: per pixel, the mean over the windows
-            covering it of ``p(target | image) - p(target | occluded)`` (captum's
-            ``Occlusion`` convention on a softmax output); NaN where no window covers it.
-        target (int | None): the class whose probability is mapped.
-        target_name (str | None): its name, when the model has categories.
-        base_probability (float | None): ``p(target)`` of the unoccluded image.
-        base_label (int | None): top class of the unoccluded image.
-        feature_total (torch.Tensor | None): ``[rows, cols]`` sum over space of the chosen
-            feature map of the occluded image.
-        feature_layer (str | None): module name of that feature map's layer.
-        feature_channel (int | None): its channel.
-        base_feature_total (float | None): the same total for the unoccluded image.
-        feature_peak (tuple[int, int] | None): ``(y, x)`` of the map's strongest activation in
-            the unoccluded image (in that layer's grid).
-        model_name (str): which model gave the probabilities.
-        feature_model_name (str | None): which model gave the feature map.
-        categories (list[str] | None): class names of the classifier.
+    Only ``model`` is required; the others are read where present: ``preprocess(picture)``
+    (a PIL image or array -> model input), ``normalize(pixels)`` (pixels in [0, 1] -> model
+    input, for ``fill="black"``), ``mean`` / ``std`` (to show the same picture to two models),
+    ``categories`` (class names; None: no classifier head) and ``name``.
     """
 
-    boxes: torch.Tensor
-    grid_shape: tuple[int, int]
-    image_size: tuple[int, int]
-    patch: tuple[int, int]
-    stride: tuple[int, int]
-    fill: str
-    method: str
-    probability: torch.Tensor | None = None
-    label: torch.Tensor | None = None
-    label_probability: torch.Tensor | None = None
-    drop_map: torch.Tensor | None = None
-    target: int | None = None
-    target_name: str | None = None
-    base_probability: float | None = None
-    base_label: int | None = None
-    feature_total: torch.Tensor | None = None
-    feature_layer: str | None = None
-    feature_channel: int | None = None
-    base_feature_total: float | None = None
-    feature_peak: tuple[int, int] | None = None
-    model_name: str = ""
-    feature_model_name: str | None = None
-    categories: list[str] | None = field(default=None, repr=False)
-
-    def box(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """The window ``(y0, y1, x0, x1)`` of grid cell ``(row, col)``."""
-        return tuple(self.boxes[row * self.grid_shape[1] + col].tolist())
-
-    def label_name(self, index: int) -> str:
-        """Class name of ``index`` (its number when the model has no categories)."""
-        return self.categories[index] if self.categories else str(index)
-
-    def pixel_map(self, grid_values: torch.Tensor) -> torch.Tensor:
-        """Average any ``[rows, cols]`` grid (e.g. ``feature_total``) onto pixels ``[H, W]``."""
-        return window_average(grid_values.reshape(-1), self.boxes, *self.image_size)
-
-    def summary(self) -> dict:
-        """A JSON-ready dict of the settings and the headline numbers."""
-        out = {"model": self.model_name, "feature_model": self.feature_model_name,
-               "patch": list(self.patch), "stride": list(self.stride), "fill": self.fill,
-               "grid": list(self.grid_shape), "image_size": list(self.image_size),
-               "method": self.method}
-        if self.probability is not None:
-            low = int(self.probability.argmin())
-            out.update(target=self.target, target_name=self.target_name,
-                       base_probability=self.base_probability,
-                       min_probability=float(self.probability.min()),
-                       min_probability_box=list(self.boxes[low].tolist()),
-                       labels={self.label_name(int(i)): int((self.label == i).sum())
-                               for i in self.label.unique()})
-        if self.feature_total is not None:
-            out.update(feature_layer=self.feature_layer, feature_channel=self.feature_channel,
-                       base_feature_total=self.base_feature_total,
-                       min_feature_total=float(self.feature_total.min()),
-                       min_feature_box=list(self.boxes[int(self.feature_total.argmin())].tolist()))
-        return out
+    model: nn.Module
 
 
 def _in_eval_mode(sweep: Callable[..., OcclusionResult]) -> Callable[..., OcclusionResult]:
@@ -147,13 +68,15 @@ def _in_eval_mode(sweep: Callable[..., OcclusionResult]) -> Callable[..., Occlus
 
 
 @_in_eval_mode
-def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.Image | np.ndarray,
-                    *, patch: int | tuple[int, int], stride: int | tuple[int, int],
+def occlusion_sweep(model: nn.Module | WrappedModel,
+                    image: torch.Tensor | Image.Image | np.ndarray, *,
+                    patch: int | tuple[int, int], stride: int | tuple[int, int],
                     fill: str | float | torch.Tensor = "mean", target: int | str | None = None,
                     layer: str | int | None = None, channel: int | str = "strongest",
-                    feature_model: nn.Module | LoadedModel | None = None, batch_size: int = 32,
-                    method: str = "auto", progress: bool = True,
-                    feature: tuple[str | int, int | str] | None = None) -> OcclusionResult:
+                    feature_model: nn.Module | WrappedModel | None = None, batch_size: int = 32,
+                    engine: str = "auto", progress: bool = True,
+                    feature: tuple[str | int, int | str] | None = None,
+                    method: str | None = None) -> OcclusionResult:
     """Slide an occluder over ``image`` and record the classifier and a feature map per position.
 
     Zeiler & Fergus (2014), Fig. 7. Positions follow captum's ``Occlusion`` grid (see
@@ -161,11 +84,12 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
     the last window clipped at the border.
 
     Args:
-        model (nn.Module | LoadedModel): the classifier (logits ``[B, K]``; probabilities are
-            their softmax). A model without a head (``LoadedModel.categories is None`` or a
-            non-2-D output) gives no probabilities; then ``layer`` is required.
+        model (nn.Module | WrappedModel): the classifier (logits ``[B, K]``; probabilities are
+            their softmax), bare or with its preprocessing (a ``LoadedModel``, or anything with
+            ``.model``, see :class:`WrappedModel`). A model without a head (``categories`` None
+            or a non-2-D output) gives no probabilities; then ``layer`` is required.
         image (torch.Tensor | PIL.Image.Image | np.ndarray): a model input ``[C, H, W]`` or
-            ``[1, C, H, W]`` already normalized, or a picture (needs a ``LoadedModel``, whose
+            ``[1, C, H, W]`` already normalized, or a picture (needs a wrapped model, whose
             ``preprocess`` is applied).
         patch (int | tuple[int, int]): occluder side(s) in input pixels.
         stride (int | tuple[int, int]): step between positions.
@@ -178,33 +102,41 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
             number) whose feature map ``channel`` is totalled per position; None: no feature map.
         channel (int | str): the feature map of ``layer``; ``"strongest"`` (default) picks the
             map holding the largest activation of the layer in the unoccluded image.
-        feature_model (nn.Module | LoadedModel | None): take the feature map from this model
+        feature_model (nn.Module | WrappedModel | None): take the feature map from this model
             instead (e.g. probabilities from ``efficientnet-lite0``, maps from ``hed-vgg16``). The
-            same occluded picture is shown to both: when both are ``LoadedModel`` the input is
-            converted between their normalizations; otherwise both must take the same input.
+            same occluded picture is shown to both: when both carry ``mean`` / ``std`` the input
+            is converted between their normalizations; otherwise both must take the same input.
         batch_size (int): occluder positions per forward pass.
-        method (str): occlusion engine (see :func:`deconv.occlusion.occlusion_methods`), or
+        engine (str): occlusion engine (:func:`deconv.occlusion.occlusion_engines`), or
             ``"auto"`` (default): the exact incremental engine (Krypton-style; same numbers,
             several times faster) for each model it supports, else the batched ``"naive"`` one.
+            One engine object is built per model for this sweep and released at its end.
         progress (bool): show a progress bar (tqdm) over positions.
         feature (tuple | None): deprecated spelling of ``layer=..., channel=...`` as one pair
             ``(layer, channel)``; it still works, with a ``DeprecationWarning``.
+        method (str | None): deprecated name of ``engine`` ("method" names an entry of
+            :func:`deconv.methods.attribute`).
 
     Returns:
-        OcclusionResult: the maps on the grid of positions and the per-pixel drop map.
+        OcclusionResult: the grid of positions, the class scores (``classifier``), the feature
+        map's totals (``feature``) and the per-pixel drop map.
 
     Raises:
         ValueError: patch larger than the image, stride or patch < 1, unknown class, layer,
-            channel, fill or method, or an image with NaN / inf.
+            channel, fill or engine, or an image with NaN / inf.
         TypeError: wrong argument types, an integer image, or an image dtype that differs
             from the model's parameters.
     """
-    module, loaded = _unwrap(model, "model")
-    if method != "auto" and method not in occlusion_methods():
-        raise ValueError(f"unknown method {method!r}; choose one of {occlusion_methods()}")
+    argument = "engine"
+    if method is not None:
+        warn_deprecated("occlusion_sweep(method=...)", "use engine=")
+        engine, argument = method, "method"
+    module, wrapper = _unwrap(model, "model")
+    if engine != "auto" and engine not in occlusion_engines():
+        resolve_engine(engine, module, argument=argument)  # raises the unknown-engine error
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    x = _as_input(image, module, loaded)
+    x = _as_input(image, module, wrapper)
     height, width = x.shape[1:]
     patch_hw = _pair(patch, "patch")
     stride_hw = _pair(stride, "stride")
@@ -212,13 +144,13 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
         raise ValueError(f"patch {patch_hw} is larger than the image {(height, width)}; use a "
                          "patch no larger than the image")
     fill_image, fill_text = make_fill(fill, x, patch=patch_hw,
-                                      normalize=loaded.normalize if loaded else None)
+                                      normalize=getattr(wrapper, "normalize", None))
     boxes, rows, cols = occluder_boxes(height, width, patch_hw, stride_hw)
 
     same_model = feature_model is None or feature_model is model
-    f_module, f_loaded = (module, loaded) if same_model else _unwrap(feature_model,
-                                                                     "feature_model")
-    method, f_method = _resolve_method(method, module), _resolve_method(method, f_module)
+    f_module, f_wrapper = (module, wrapper) if same_model else _unwrap(feature_model,
+                                                                       "feature_model")
+    m_engine, f_engine = resolve_engine(engine, module), resolve_engine(engine, f_module)
     if feature is not None:
         warn_deprecated("occlusion_sweep(feature=(layer, channel))",
                         "pass layer=... and channel=... instead")
@@ -226,11 +158,10 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
             raise TypeError("give either layer= (and channel=) or the old feature=, not both")
         layer, channel = _parse_feature(feature)
     if layer is not None:
-        layer, channel = _check_feature(layer, channel,
-                                        feature_model if not same_model else model)
+        layer, channel = _check_feature(layer, channel, model if same_model else feature_model)
     fx, f_fill = (x, fill_image) if same_model else (
-        _convert_input(x, loaded, f_loaded, f_module), _convert_input(fill_image, loaded,
-                                                                      f_loaded, f_module))
+        _convert_input(x, wrapper, f_wrapper, f_module),
+        _convert_input(fill_image, wrapper, f_wrapper, f_module))
 
     # The unoccluded image: classifier output, and the full feature layer to pick the map.
     if same_model and layer is not None:
@@ -240,94 +171,89 @@ def occlusion_sweep(model: nn.Module | LoadedModel, image: torch.Tensor | Image.
         base_layer = None
         if layer is not None:
             _, base_layer = capture_layer_output(f_module, fx.unsqueeze(0), layer)
+    categories = getattr(wrapper, "categories", None)
     has_head = (base_out is not None and base_out.ndim == 2
-                and not (loaded is not None and loaded.categories is None))
+                and not (wrapper is not None and categories is None))
     if not has_head and layer is None:
         raise ValueError("this model has no classifier head (its output is not [B, classes]); "
                          "pass layer= (and channel=) to sweep a feature map instead")
-    result = OcclusionResult(boxes=boxes, grid_shape=(rows, cols), image_size=(height, width),
-                             patch=patch_hw, stride=stride_hw, fill=fill_text,
-                             method=method if same_model or f_method == method
-                             else f"{method} (model), {f_method} (feature model)",
-                             model_name=_name(model), categories=loaded.categories if loaded
-                             else None)
+    if not has_head and target is not None:
+        raise ValueError("target was given but the model has no classifier head")
     if has_head:
         base_prob = torch.softmax(base_out, dim=1)[0]
-        result.target = _resolve_target(target, base_prob, result.categories)
-        result.target_name = result.label_name(result.target) if result.categories else None
-        result.base_probability = float(base_prob[result.target])
-        result.base_label = int(base_prob.argmax())
-    elif target is not None:
-        raise ValueError("target was given but the model has no classifier head")
+        target = _resolve_target(target, base_prob, categories)
     if layer is not None:
         channel = _resolve_channel(channel, base_layer, layer)
-        result.feature_layer, result.feature_channel = layer, channel
-        result.feature_model_name = _name(feature_model if not same_model else model)
-        base_map = base_layer[0, channel]
-        result.base_feature_total = float(base_map.sum())
-        if base_map.ndim == 2:
-            peak = int(base_map.argmax())
-            result.feature_peak = (peak // base_map.shape[1], peak % base_map.shape[1])
 
     probs, labels, label_probs, totals = [], [], [], []
-    with tqdm(total=len(boxes), desc="occlusion", unit="pos", disable=not progress) as bar:
+    with ExitStack() as stack, tqdm(total=len(boxes), desc="occlusion", unit="pos",
+                                    disable=not progress) as bar:
+        main = side = None
+        if has_head or same_model:
+            main = stack.enter_context(build_engine(
+                m_engine, module, x, fill_image, layer=layer if same_model else None,
+                batch_size=batch_size, need_output=has_head))
+        if layer is not None and not same_model:
+            side = stack.enter_context(build_engine(
+                f_engine, f_module, fx, f_fill, layer=layer, batch_size=batch_size,
+                need_output=False))
         for start in range(0, len(boxes), batch_size):
             chunk = boxes[start:start + batch_size]
-            main = evaluate_occluded(module, x, fill_image, chunk,
-                                     layer=layer if same_model else None,
-                                     need_output=has_head, method=method) \
-                if has_head or same_model else None
+            out = main.outputs(chunk) if main is not None else None
             if has_head:
-                p = torch.softmax(main.output, dim=1)
-                probs.append(p[:, result.target])
+                p = torch.softmax(out.output, dim=1)
+                probs.append(p[:, target])
                 top = p.max(dim=1)
                 labels.append(top.indices)
                 label_probs.append(top.values)
             if layer is not None:
-                f_batch = main if same_model else evaluate_occluded(
-                    f_module, fx, f_fill, chunk, layer=layer, need_output=False, method=f_method)
-                totals.append(f_batch.layer_totals[:, channel])
+                totals.append((out if side is None else side.outputs(chunk)).captured[:, channel])
             bar.update(len(chunk))
+
+    classifier = feature_part = None
     if has_head:
-        result.probability = torch.cat(probs).view(rows, cols).cpu()
-        result.label = torch.cat(labels).view(rows, cols).cpu()
-        result.label_probability = torch.cat(label_probs).view(rows, cols).cpu()
-        drop = result.base_probability - result.probability.double()
-        result.drop_map = window_average(drop.reshape(-1), boxes, height, width)
+        probability = torch.cat(probs).view(rows, cols).cpu()
+        base_probability = float(base_prob[target])
+        classifier = ClassScores(
+            target=target, target_name=categories[target] if categories else None,
+            base_probability=base_probability, base_label=int(base_prob.argmax()),
+            probability=probability, label=torch.cat(labels).view(rows, cols).cpu(),
+            label_probability=torch.cat(label_probs).view(rows, cols).cpu(),
+            drop_map=window_average((base_probability - probability.double()).reshape(-1),
+                                    boxes, height, width),
+            categories=categories)
     if layer is not None:
-        result.feature_total = torch.cat(totals).view(rows, cols).cpu()
-    return result
+        base_map = base_layer[0, channel]
+        peak = None
+        if base_map.ndim == 2:
+            flat = int(base_map.argmax())
+            peak = (flat // base_map.shape[1], flat % base_map.shape[1])
+        feature_part = FeatureTotals(layer=layer, channel=channel,
+                                     total=torch.cat(totals).view(rows, cols).cpu(),
+                                     base_total=float(base_map.sum()), peak=peak,
+                                     model_name=_name(model if same_model else feature_model))
+    return OcclusionResult(
+        grid=OcclusionGrid(boxes, (rows, cols), (height, width), patch_hw, stride_hw),
+        fill=fill_text,
+        engine=m_engine if same_model or f_engine == m_engine
+        else f"{m_engine} (model), {f_engine} (feature model)",
+        model_name=_name(model), classifier=classifier, feature=feature_part)
 
 
-def _resolve_method(method: str, module: nn.Module) -> str:
-    """``"auto"``: the chain engine ``"incremental"`` where it supports ``module``, else the
-    graph engine ``"graph"`` where it can trace it, else ``"naive"`` with a warning saying why."""
-    if method != "auto":
-        return method
-    from deconv.occlusion.graph_engine import supports_graph
-    from deconv.occlusion.incremental import supports
-
-    if supports(module)[0]:
-        return "incremental"
-    ok, reason = supports_graph(module)
-    if ok:
-        return "graph"
-    warnings.warn(f"occlusion_sweep: no incremental engine can run this model ({reason}); "
-                  f"using the naive sweep (same numbers, slower)", stacklevel=3)
-    return "naive"
-
-
-def _unwrap(model, what: str) -> tuple[nn.Module, LoadedModel | None]:
-    if isinstance(model, LoadedModel):
-        return model.model, model
+def _unwrap(model, what: str) -> tuple[nn.Module, WrappedModel | None]:
+    """``(module, wrapper or None)``: a bare module, or an object carrying one in ``.model``."""
     if isinstance(model, nn.Module):
         return model, None
-    raise TypeError(f"{what} must be a torch.nn.Module or a deconv LoadedModel, "
-                    f"got {type(model).__name__}")
+    if isinstance(getattr(model, "model", None), nn.Module):
+        return model.model, model
+    raise TypeError(f"{what} must be a torch.nn.Module or a model with its preprocessing (a "
+                    f"deconv LoadedModel, or any object with .model), got {type(model).__name__}")
 
 
 def _name(model) -> str:
-    return model.name if isinstance(model, LoadedModel) else type(model).__name__
+    if not isinstance(model, nn.Module) and getattr(model, "name", None):
+        return model.name
+    return type(model).__name__
 
 
 def _parameter_like(module: nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -337,13 +263,13 @@ def _parameter_like(module: nn.Module) -> tuple[torch.dtype, torch.device]:
     return p.dtype, p.device
 
 
-def _as_input(image, module: nn.Module, loaded: LoadedModel | None) -> torch.Tensor:
+def _as_input(image, module: nn.Module, wrapper: WrappedModel | None) -> torch.Tensor:
     """Validate ``image`` and return the model input ``[C, H, W]`` on the model's device."""
     if isinstance(image, (Image.Image, np.ndarray)):
-        if loaded is None:
+        if getattr(wrapper, "preprocess", None) is None:
             raise TypeError("a picture (PIL image / array) needs a deconv LoadedModel to "
                             "preprocess it; with a bare nn.Module pass a normalized tensor")
-        image = loaded.preprocess(image)
+        image = wrapper.preprocess(image)
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a tensor [C, H, W] or a picture, got "
                         f"{type(image).__name__}")
@@ -422,11 +348,11 @@ def _resolve_target(target, base_prob: torch.Tensor, categories: list[str] | Non
     return int(target)
 
 
-def _convert_input(x: torch.Tensor, src: LoadedModel | None, dst: LoadedModel | None,
+def _convert_input(x: torch.Tensor, src: WrappedModel | None, dst: WrappedModel | None,
                    dst_module: nn.Module) -> torch.Tensor:
     """Map a model input of ``src`` to the input of ``dst`` (same picture, other normalization)."""
     dtype, device = _parameter_like(dst_module)
-    if src is not None and dst is not None:
+    if all(getattr(m, key, None) is not None for m in (src, dst) for key in ("mean", "std")):
         pixels = _affine(x, src.std, src.mean, inverse=False)
         return _affine(pixels, dst.std, dst.mean, inverse=True).to(device=device, dtype=dtype)
     return x.to(device=device, dtype=dtype)

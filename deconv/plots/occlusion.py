@@ -23,7 +23,8 @@ from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display, to_d
 if TYPE_CHECKING:
     from deconv.occlusion.sweep import OcclusionResult
 
-__all__ = ["OcclusionPanel", "feature_projection", "plot_occlusion_panels"]
+__all__ = ["OcclusionPanel", "feature_projection", "occluded_picture", "occlusion_panel",
+           "plot_occlusion_panels"]
 
 
 @dataclass
@@ -33,19 +34,23 @@ class OcclusionPanel:
     Attributes:
         name (str): image name.
         picture (np.ndarray): the model input as displayable ``H x W x 3`` floats in [0, 1].
-        fill_rgb (tuple[float, float, float]): colour of the occluder, for panel (a).
+        fill_rgb (tuple[float, float, float] | None): one colour for the occluder in panel (a)
+            (used when ``fill_picture`` is None).
         result (OcclusionResult): the sweep.
         projection (np.ndarray | None): ``H x W x 3`` in [0, 1], the deconvnet projection of the
             feature map (panel c), or None.
         projection_note (str): how it was made (caption).
+        fill_picture (np.ndarray | None): the fill the sweep used, as displayable ``H x W x 3``
+            pixels; panel (a) shows its pixels inside the occluder (so a blur looks blurred).
     """
 
     name: str
     picture: np.ndarray
-    fill_rgb: tuple[float, float, float]
+    fill_rgb: tuple[float, float, float] | None
     result: OcclusionResult
     projection: np.ndarray | None = None
     projection_note: str = ""
+    fill_picture: np.ndarray | None = None
 
 
 def feature_projection(feature_model, image: torch.Tensor, layer: str, channel: int,
@@ -79,6 +84,76 @@ def feature_projection(feature_model, image: torch.Tensor, layer: str, channel: 
     what = "whole map" if peak is None else f"strongest unit {tuple(peak)}"
     shown = normalize_for_display(projection[0], percentile=DISPLAY_PERCENTILE)
     return to_display_image(shown), f"{what}, {kind}"
+
+
+def occlusion_panel(model, picture, *, patch: int, stride: int,
+                    fill: str | float | torch.Tensor = "mean", target: int | str | None = None,
+                    layer: str | int | None = None, channel: int | str = "strongest",
+                    feature_model=None, batch_size: int = 32, engine: str = "auto",
+                    projection: bool = True, name: str = "", progress: bool = True
+                    ) -> OcclusionPanel:
+    """An occlusion figure row for a model and a picture: the sweep, the projection, the fill.
+
+    What ``deconv occlude`` and ``experiments/fig7_occlusion.py`` both call (then
+    :func:`plot_occlusion_panels`). The occluder of panel (a) is drawn with the fill the sweep
+    used (:func:`deconv.occlusion.make_fill`, shown through ``model.deprocess``): grey for
+    ``"mean"``, black for ``"black"``, the blurred image for ``"blur"``, ...
+
+    Args:
+        model (LoadedModel): gives the probabilities (needs ``preprocess``, ``deprocess``,
+            ``normalize``; any :class:`~deconv.occlusion.WrappedModel` that has them).
+        picture (PIL.Image.Image | np.ndarray): the photo.
+        patch (int): occluder side in input pixels.
+        stride (int): step between positions.
+        fill (str | float | torch.Tensor): see :func:`deconv.occlusion.occlusion_sweep`.
+        target (int | str | None): class index or name (default: the top-1 class).
+        layer (str | int | None): feature layer (module name or paper number); None: the
+            probabilities only.
+        channel (int | str): feature map, or ``"strongest"``.
+        feature_model (LoadedModel | None): take the feature map from this model instead.
+        batch_size (int): positions per forward.
+        engine (str): occlusion engine or ``"auto"``.
+        projection (bool): also project the feature map's strongest unit (panel c).
+        name (str): the image's name (captions).
+        progress (bool): progress bar.
+
+    Returns:
+        OcclusionPanel: everything one row of the figure shows.
+    """
+    from deconv.occlusion import make_fill, occlusion_sweep
+
+    f_model = feature_model if feature_model is not None else model
+    x = model.preprocess(picture)
+    result = occlusion_sweep(model, x, patch=patch, stride=stride, fill=fill, target=target,
+                             feature=None if layer is None else (layer, channel),
+                             feature_model=feature_model, batch_size=batch_size,
+                             engine=engine, progress=progress)
+    shown, note = None, ""
+    if layer is not None and projection:
+        shown, note = feature_projection(f_model, f_model.preprocess(picture), result.feature_layer,
+                                         result.feature_channel, result.feature_peak)
+    fill_image, _ = make_fill(fill, x, patch=result.grid.patch,
+                              normalize=getattr(model, "normalize", None))
+    return OcclusionPanel(name, to_display_image(model.deprocess(x).clamp(0, 1)), None, result,
+                          shown, note,
+                          fill_picture=to_display_image(model.deprocess(fill_image).clamp(0, 1)))
+
+
+def occluded_picture(panel: OcclusionPanel) -> np.ndarray:
+    """Panel (a): the picture with the occluder at the position that hurts the target most.
+
+    The most harmful position is the lowest probability of the target (the lowest feature
+    total without a classifier); inside it the fill's pixels (``fill_picture``) or ``fill_rgb``.
+    """
+    r = panel.result
+    shown = panel.picture.copy()
+    worst = r.probability if r.probability is not None else r.feature_total
+    y0, y1, x0, x1 = r.boxes[int(worst.argmin())].tolist()
+    if panel.fill_picture is not None:
+        shown[y0:y1, x0:x1] = panel.fill_picture[y0:y1, x0:x1]
+    else:
+        shown[y0:y1, x0:x1] = panel.fill_rgb
+    return shown
 
 
 def _extent(result: OcclusionResult) -> tuple[float, float, float, float]:
@@ -118,11 +193,9 @@ def plot_occlusion_panels(panels: Sequence[OcclusionPanel], path: str | Path,
             ax.set_xticks([])
             ax.set_yticks([])
         # (a) the image with the most harmful occluder
-        shown = panel.picture.copy()
         worst = r.probability if r.probability is not None else r.feature_total
         y0, y1, x0, x1 = r.boxes[int(worst.argmin())].tolist()
-        shown[y0:y1, x0:x1] = panel.fill_rgb
-        row[0].imshow(shown)
+        row[0].imshow(occluded_picture(panel))
         row[0].add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
                                        color="black", lw=1.5))
         row[0].set_title(f"(a) {panel.name}, occluder {r.patch[0]} px / stride {r.stride[0]}",
