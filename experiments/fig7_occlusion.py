@@ -26,11 +26,18 @@ import time
 from pathlib import Path
 
 import deconv
-from deconv.occlusion import occlusion_sweep
-from deconv.plots.occlusion import OcclusionPanel, feature_projection, plot_occlusion_panels
+from deconv.plots.occlusion import occlusion_panel, plot_occlusion_panels
 from deconv.samples import sample_images
 
 IMAGES = ("chelsea", "coffee", "grace_hopper", "astronaut")
+
+
+def _number_or_text(value: str):
+    """``--fill 0.5`` is a number in model-input units; a name stays a name."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,23 +65,17 @@ def main(argv: list[str] | None = None) -> dict:
                      else deconv.load_model(args.feature_model))
     layer = int(args.layer) if args.layer.isdigit() else args.layer
     panels, record = [], {"settings": vars(args).copy(), "images": {}}
-    fill_rgb = tuple(float(v) for v in model.mean) if args.fill == "mean" else (0.5, 0.5, 0.5)
     for sample in sample_images(args.images):
         tick = time.perf_counter()
-        x = model.preprocess(sample.image)
-        result = occlusion_sweep(model, x, patch=args.patch, stride=args.stride, fill=args.fill,
-                                 layer=layer, channel="strongest", feature_model=feature_model,
-                                 batch_size=args.batch_size, progress=not args.quick)
-        f_input = feature_model.preprocess(sample.image)
-        projection, engine = feature_projection(feature_model, f_input, result.feature_layer,
-                                                result.feature_channel, result.feature_peak)
-        panels.append(OcclusionPanel(sample.name, model.deprocess(x).permute(1, 2, 0).numpy(),
-                                     fill_rgb, result, projection, engine))
-        entry = result.summary()
+        panel = occlusion_panel(model, sample.image, patch=args.patch, stride=args.stride,
+                                fill=_number_or_text(args.fill), layer=layer,
+                                feature_model=feature_model, batch_size=args.batch_size,
+                                name=sample.name, progress=not args.quick)
+        panels.append(panel)
+        result = panel.result
+        entry = result.record()
         entry.update(seconds=round(time.perf_counter() - tick, 1),
-                     probability=result.probability.tolist(),
-                     label=result.label.tolist(), feature_total=result.feature_total.tolist(),
-                     projection_engine=engine)
+                     projection_engine=panel.projection_note)
         record["images"][sample.name] = entry
         print(f"{sample.name}: p({result.target_name}) {result.base_probability:.3f} -> min "
               f"{entry['min_probability']:.3f}; map {result.feature_channel} total "
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     title = (f"Fig. 7 analogue: probabilities (d, e) from {model.name}; feature map (b, c) from "
              f"{feature_model.name} layer `{panels[0].result.feature_layer}` (per image the map "
              "with the strongest activation)\n"
-             f"grey square = {panels[0].result.fill}; "
+             f"occluder = {panels[0].result.fill}; "
              "target = top-1 class of the unoccluded photo")
     plot_occlusion_panels(panels, out / "fig7_occlusion.png", title=title, dpi=70)
     record["seconds"] = round(time.perf_counter() - start, 1)

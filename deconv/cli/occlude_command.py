@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from deconv.cli.arguments import LAYER_HELP, layer_of, nonnegative_int, positive_int
+from deconv.occlusion.engines import occlusion_engines
 from deconv.validation import check_class_target, check_output_dir
 from deconv.zoo import list_models
 
@@ -37,7 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mean, image_mean, zero, black, blur, or a number (model-input units)")
     p.add_argument("--target", default=None, help="class index or name (default: top-1)")
     p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--method", default="naive", help="occlusion engine")
+    engines = ["auto", *occlusion_engines()]
+    p.add_argument("--engine", default="naive", choices=engines,
+                   help="occlusion engine (all give the same numbers; auto: the fastest that "
+                        "supports the model)")
+    p.add_argument("--method", default=None, choices=engines,
+                   help="deprecated name of --engine")
     p.add_argument("--no-projection", action="store_true",
                    help="skip the deconvnet projection panel")
     p.add_argument("--out", required=True, help="output directory")
@@ -63,13 +69,10 @@ def _number_or_text(value: str | None):
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep, write the figure and the JSON; returns 0."""
+    import warnings
+
     import deconv
-    from deconv.occlusion import occlusion_sweep
-    from deconv.plots.occlusion import (
-        OcclusionPanel,
-        feature_projection,
-        plot_occlusion_panels,
-    )
+    from deconv.plots.occlusion import occlusion_panel, plot_occlusion_panels
     from deconv.samples import open_image, sample_images
 
     if args.image.startswith("sample:"):
@@ -88,45 +91,23 @@ def run(args: argparse.Namespace) -> int:
     target = args.target
     if target is not None and model.categories is not None:
         target = check_class_target(target, len(model.categories), model.categories)
-    x = model.preprocess(picture)
-    result = occlusion_sweep(model, x, patch=args.patch, stride=args.stride, fill=fill,
-                             target=target, layer=layer, channel=channel,
-                             feature_model=feature_model if args.feature_model else None,
-                             batch_size=args.batch_size, method=args.method)
-    projection, note = None, ""
-    if layer is not None and not args.no_projection:
-        projection, note = feature_projection(feature_model, feature_model.preprocess(picture),
-                                              result.feature_layer, result.feature_channel,
-                                              result.feature_peak)
+    engine = args.engine
+    if args.method is not None:
+        warnings.warn("--method is deprecated; use --engine", DeprecationWarning, stacklevel=2)
+        engine = args.method
+    panel = occlusion_panel(model, picture, patch=args.patch, stride=args.stride, fill=fill,
+                            target=target, layer=layer, channel=channel,
+                            feature_model=feature_model if args.feature_model else None,
+                            batch_size=args.batch_size, engine=engine,
+                            projection=not args.no_projection, name=name)
+    result = panel.result
     check_output_dir(out)
-    fill_rgb = tuple(float(v) for v in model.deprocess(
-        _fill_pixel(model, x, args, result)).flatten().tolist())
-    panel = OcclusionPanel(name, model.deprocess(x).permute(1, 2, 0).numpy(), fill_rgb, result,
-                           projection, note)
     title = (f"{name}: probabilities from {model.name}" +
              (f"; feature map from {result.feature_model_name} `{result.feature_layer}`"
               if layer is not None else "") + f"; fill = {result.fill}")
     png, record_file = out / f"occlusion_{name}.png", out / f"occlusion_{name}.json"
     plot_occlusion_panels([panel], png, title=title)
-    record = result.summary()
-    for key in ("probability", "label", "feature_total"):
-        value = getattr(result, key)
-        if value is not None:
-            record[key] = value.tolist()
-    record_file.write_text(json.dumps(record, indent=1) + "\n")
+    record_file.write_text(json.dumps(result.record(), indent=1) + "\n")
     print(json.dumps(result.summary(), indent=1))
     print(f"wrote {png} and {record_file}")
     return 0
-
-
-def _fill_pixel(model, x, args, result):
-    """The occluder's colour as a model input ``[3, 1, 1]`` (for drawing panel a)."""
-    import torch
-
-    from deconv.occlusion.fills import make_fill
-
-    fill = _number_or_text(args.fill)
-    if fill == "blur":
-        return torch.zeros(3, 1, 1)  # drawn as the mean grey
-    image, _ = make_fill(fill, x, patch=result.patch, normalize=model.normalize)
-    return image[:, :1, :1]

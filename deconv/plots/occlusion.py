@@ -125,9 +125,8 @@ def occlusion_panel(model, picture, *, patch: int, stride: int,
     f_model = feature_model if feature_model is not None else model
     x = model.preprocess(picture)
     result = occlusion_sweep(model, x, patch=patch, stride=stride, fill=fill, target=target,
-                             feature=None if layer is None else (layer, channel),
-                             feature_model=feature_model, batch_size=batch_size,
-                             engine=engine, progress=progress)
+                             layer=layer, channel=channel, feature_model=feature_model,
+                             batch_size=batch_size, engine=engine, progress=progress)
     shown, note = None, ""
     if layer is not None and projection:
         shown, note = feature_projection(f_model, f_model.preprocess(picture), result.feature_layer,
