@@ -121,7 +121,7 @@ def _worker(spec: dict, out: str) -> None:
     torch, model, image, target, p0, model_rss, reset = _setup(spec)
     from deconv.occlusion.approximate import drill_down_map
     from deconv.occlusion.graph_engine import make_incremental_engine
-    from deconv.occlusion.incremental import naive_occlusion_outputs
+    from deconv.occlusion.naive import naive_occlusion_outputs
 
     method = spec["method"]
     boxes, rows, cols = _boxes(spec["size"], spec["patch"], spec["stride"])

@@ -38,7 +38,7 @@ from deconv.datasets import FASHION_MNIST_CLASSES, fashion_batch_transform, load
 from deconv.deconvnet import deconvnet_for
 from deconv.deconvnet.grey import GreyInputProjections
 from deconv.occlusion.localization import as_dict, inside_outside_of, summarize_inside_outside
-from deconv.plots.occlusion import OcclusionPanel, plot_occlusion_panels
+from deconv.plots.occlusion import OcclusionPanel, fill_picture, plot_occlusion_panels
 from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display, to_display_image
 
 FIGURE_CLASSES = (0, 1, 3, 5, 8, 9)  # T-shirt/top, Trouser, Dress, Sandal, Bag, Ankle boot
@@ -129,14 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
               f"({summary['seconds']} s)")
 
         tick = time.perf_counter()
-        panels, fill_rgb = [], (tuple(loaded.mean) if fill == "mean" else (0.0, 0.0, 0.0))
+        panels = []
         figure_record = []
         for index in figure_ids:
             x, result, mask = sweep(index, fill, args.figure_stride)
             projection, note = grey_projection(loaded, x, result)
             name = f"#{index} {FASHION_MNIST_CLASSES[int(labels[index])]}"
-            panels.append(OcclusionPanel(name, loaded.deprocess(x).permute(1, 2, 0).numpy(),
-                                         fill_rgb, result, projection, note))
+            panels.append(OcclusionPanel(
+                name, loaded.deprocess(x).permute(1, 2, 0).numpy(), None, result, projection,
+                note, fill_picture=fill_picture(loaded, x, fill, result.grid.patch)))
             stat = inside_outside_of(result, mask)
             figure_record.append({"id": index, **result.summary(), "inside_outside":
                                   as_dict(stat)})

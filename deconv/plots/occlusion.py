@@ -23,8 +23,8 @@ from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display, to_d
 if TYPE_CHECKING:
     from deconv.occlusion.sweep import OcclusionResult
 
-__all__ = ["OcclusionPanel", "feature_projection", "occluded_picture", "occlusion_panel",
-           "plot_occlusion_panels"]
+__all__ = ["OcclusionPanel", "feature_projection", "fill_picture", "occluded_picture",
+           "occlusion_panel", "plot_occlusion_panels"]
 
 
 @dataclass
@@ -120,7 +120,7 @@ def occlusion_panel(model, picture, *, patch: int, stride: int,
     Returns:
         OcclusionPanel: everything one row of the figure shows.
     """
-    from deconv.occlusion import make_fill, occlusion_sweep
+    from deconv.occlusion import occlusion_sweep
 
     f_model = feature_model if feature_model is not None else model
     x = model.preprocess(picture)
@@ -131,11 +131,27 @@ def occlusion_panel(model, picture, *, patch: int, stride: int,
     if layer is not None and projection:
         shown, note = feature_projection(f_model, f_model.preprocess(picture), result.feature_layer,
                                          result.feature_channel, result.feature_peak)
-    fill_image, _ = make_fill(fill, x, patch=result.grid.patch,
-                              normalize=getattr(model, "normalize", None))
     return OcclusionPanel(name, to_display_image(model.deprocess(x).clamp(0, 1)), None, result,
-                          shown, note,
-                          fill_picture=to_display_image(model.deprocess(fill_image).clamp(0, 1)))
+                          shown, note, fill_picture=fill_picture(model, x, fill, result.grid.patch))
+
+
+def fill_picture(model, x: torch.Tensor, fill, patch: tuple[int, int]) -> np.ndarray:
+    """What the occluder looks like: the sweep's fill image as displayable ``H x W x 3`` pixels.
+
+    Args:
+        model (LoadedModel): the model whose input ``x`` is (``normalize``, ``deprocess``).
+        x (torch.Tensor): the model input ``[3, H, W]``.
+        fill (str | float | torch.Tensor): the sweep's ``fill``.
+        patch (tuple[int, int]): the occluder size (for ``"blur"``).
+
+    Returns:
+        np.ndarray: ``H x W x 3`` in [0, 1] (:func:`deconv.occlusion.make_fill` shown through
+        ``model.deprocess``: grey for ``"mean"``, black for ``"black"``, ...).
+    """
+    from deconv.occlusion import make_fill
+
+    image, _ = make_fill(fill, x, patch=patch, normalize=getattr(model, "normalize", None))
+    return to_display_image(model.deprocess(image).clamp(0, 1))
 
 
 def occluded_picture(panel: OcclusionPanel) -> np.ndarray:
