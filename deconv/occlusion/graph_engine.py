@@ -170,21 +170,23 @@ class GraphOcclusion:
         self.layer, self.reduce, self.batch_size = layer, reduce, batch_size
         self.max_fraction = max_fraction
         self.work: dict[str, dict] = {}
-        ok, reason = supports_graph(self.module)
-        self.incremental, self.reason = ok, reason
-        if not ok:
-            warnings.warn(f"graph incremental occlusion cannot run this model ({reason}); "
+        network, work_image = self.module, self.image
+        if compute_dtype is not None and compute_dtype != image.dtype:
+            network, work_image = deepcopy(self.module).to(compute_dtype), image.to(compute_dtype)
+        try:
+            plan = plan_graph(network, work_image)
+        except IncrementalPlanError as exc:
+            self.incremental, self.reason = False, str(exc)
+            warnings.warn(f"graph incremental occlusion cannot run this model ({exc}); "
                           f"falling back to the naive batched forward", stacklevel=2)
             self.reference = naive_occlusion_outputs(
                 self.module, image, 0.0, torch.zeros(1, 4, dtype=torch.long),
                 layer=layer, reduce=reduce)
             return
-        network = self.module
-        if compute_dtype is not None and compute_dtype != image.dtype:
-            network = deepcopy(self.module).to(compute_dtype)
-            self.image, self.fill = image.to(compute_dtype), self.fill.to(compute_dtype)
+        self.incremental, self.reason = True, ""
+        self.image, self.fill = work_image, self.fill.to(work_image.dtype)
         with torch.no_grad():
-            self._build(plan_graph(network, self.image))
+            self._build(plan)
 
     supports = staticmethod(supports_graph)
 
