@@ -2,15 +2,16 @@
 
 One table (captum's ``tests/attr/test_hook_removal.py`` is the model): every registered
 attribution method, every occlusion engine, the incremental engine itself, mining, the
-deconvnets with each rule, activation capture, receptive fields, probes and feature
-visualization. Each entry runs on a small network in eval and in train mode, once normally and
-once with a *tripwire*: a forward pre-hook on a middle convolution that raises, so the forward
-fails halfway, after the toolkit's own hooks have fired on the layers before it. After each
-call the shared ``model_guard`` (tests/conftest.py) checks hooks, tensors and flags.
+deconvnets with each rule, activation capture, receptive fields, probes, feature
+visualization and the atlas. Each entry runs on a small network in eval and in train mode, once
+normally and once with a *tripwire*: a forward pre-hook on a middle convolution that raises, so
+the forward fails halfway, after the toolkit's own hooks have fired on the layers before it.
+After each call the shared ``model_guard`` (tests/conftest.py) checks hooks, tensors and flags.
 """
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from deconv.activations import dead_feature_maps, feature_maps
+from deconv.atlas import build_atlas
 from deconv.deconvnet import RULES, Deconvnet, GenericDeconvnet
 from deconv.layers import capture_outputs
 from deconv.methods import attribute, list_methods
@@ -79,6 +81,11 @@ def _generic(model, x, rule: str):
     return GenericDeconvnet(model, rule=rule, windowed=False).project(x, LAYER, _units())
 
 
+def _atlas(model, x):
+    with tempfile.TemporaryDirectory() as out:
+        build_atlas(model, x, [LAYER], out, k=2, optima=0, tile=8, batch_size=2, progress=False)
+
+
 def _taps(model, x):
     seen = []
     with LayerTaps(model, ["2", LAYER], lambda name, out: seen.append(out.sum())) as taps:
@@ -105,6 +112,7 @@ CALLS: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
     "LayerTaps": _taps,
     "layer_features": lambda model, x: layer_features(model, x, [LAYER]),
     "receptive_field": lambda model, x: receptive_field(model, LAYER, SIZE),
+    "build_atlas": _atlas,
     "visualize_feature": lambda model, x: visualize_feature(
         model, channel(LAYER, 1), size=SIZE, steps=2, transforms=None, normalize=lambda t: t),
 }

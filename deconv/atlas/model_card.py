@@ -103,14 +103,7 @@ def model_card(model, layers: list[str], input_size: tuple[int, int]) -> list[La
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else torch.device("cpu")
     probe = torch.zeros(1, 3, *input_size, dtype=dtype, device=device)
-    training = {m: m.training for m in module.modules()}
-    try:
-        module.eval()
-        with torch.no_grad():
-            outputs, _ = capture_outputs(model, probe, layers, flatten=False)
-    finally:
-        for m, flag in training.items():
-            m.training = flag
+    outputs, _ = capture_outputs(model, probe, layers, flatten=False)  # eval mode, restored
     paper = {name: number for number, name in paper_layers_of(model).items()}
     own = _leaf_parameters(module)
     order = [name for name, _ in module.named_modules()]
