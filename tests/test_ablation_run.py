@@ -56,3 +56,15 @@ def test_run_keeps_conv1_conv2_and_logs_clipping(tmp_path):
 def test_load_missing_run_says_how_to_train(tmp_path):
     with pytest.raises(FileNotFoundError, match="--retrain"):
         load_ablation_run(tmp_path)
+
+
+@needs_fashion
+def test_paper_init_probe_records_a_flat_loss_for_the_all_layer_init():
+    from deconv.training.ablation_run import paper_init_probe
+
+    flat = paper_init_probe("fashion-alexnet-conv1", steps=3, all_layers=True)
+    assert flat["loss_first"] == pytest.approx(flat["ln_10"], abs=0.01)
+    assert flat["conv1_max_weight_change"] < 1e-3
+    clipped = paper_init_probe("fashion-alexnet-conv1", steps=3, all_layers=False,
+                               clip_radius=0.1)
+    assert clipped["conv1_rms_max"] <= 0.1 and clipped["steps"] == 3

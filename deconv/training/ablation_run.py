@@ -7,9 +7,11 @@ the layer under study: the paper's input scale (pixels 0-255 with the mean subtr
 by the std: :func:`ablation_transforms`), conv1 initialised from N(0, 0.01^2) (the paper's init;
 the layers above keep the He init of the ``fashion`` configs, because the paper's init in all
 eight layers of these narrow networks leaves the loss at ln 10, see
-``experiments/fig6_ablation.py``), SGD with momentum 0.9, learning rate 1e-2 divided by 10 by
-schedule, clipping at RMS 0.1 on or off. The clipping radius and the init are in the units of
-that input: on inputs divided by the std (x 1/90) a 0.1 filter would be a 9 one.
+``experiments/fig6_ablation.py``), SGD with momentum 0.9, learning rate 1e-2 (warmed up over
+the first epoch in the experiment: without it the loss becomes non-finite) divided by 10 by
+schedule,
+clipping at RMS 0.1 on or off. The clipping radius and the init are in the units of that input:
+on inputs divided by the std (x 1/90) a 0.1 filter would be a 9 one.
 
 It saves ``<dest>/weights.pt`` (float16: the state of conv1 and conv2, enough for every layer-1
 and layer-2 statistic, and conv1's filters after each epoch) and ``<dest>/log.json`` (settings,
@@ -98,6 +100,8 @@ def train_ablation_run(config: str, settings: TrainSettings, run_dir: str | Path
         if step == steps - 1:
             conv1_by_epoch.append(conv1.weight.detach().clone())
 
+    for stale in ("last.pt", "log.json"):  # a diverged run must not pick up an older run's files
+        (Path(run_dir) / stale).unlink(missing_ok=True)
     start = time.perf_counter()
     diverged = None
     try:
@@ -120,7 +124,8 @@ def train_ablation_run(config: str, settings: TrainSettings, run_dir: str | Path
                dest / "weights.pt")
     log = {"config": config, "settings": settings.to_json(), "conv1_init": "N(0, 0.01^2)",
            "input": "pixels 0-255 minus the mean (the paper's preprocessing)",
-           "other_layers_init": "He normal (the fashion config)", "train_images": len(train_set),
+           "other_layers_init": "He normal (the fashion config)",
+           "train_images": len(train_set),
            "test_images": len(test_set), "train_seconds": round(seconds, 1),
            "threads": torch.get_num_threads(), "diverged": diverged, "history": history,
            "conv1_rms_trace": trace, **(extra or {})}
@@ -157,41 +162,61 @@ def load_ablation_run(dest: str | Path) -> tuple[LoadedModel, torch.Tensor, dict
 
 
 def paper_init_probe(config: str = "fashion", steps: int = 60, seed: int = 0,
-                     lr: float = 0.01) -> dict:
-    """Train ``steps`` SGD steps with the paper's init N(0, 0.01^2) in EVERY layer (no clipping).
+                     lr: float = 0.01, all_layers: bool = True,
+                     clip_radius: float | None = None) -> dict:
+    """A few SGD steps at the full rate from the first step (no warm-up), for the record.
 
-    The evidence for keeping He init above conv1: in these narrow networks the paper's init
-    shrinks the signal layer by layer, so the loss stays at ln 10 and the weights do not move.
+    With ``all_layers`` every layer gets the paper's init N(0, 0.01^2): in these narrow networks
+    it shrinks the signal layer by layer, so the loss stays at ln 10 and the weights do not move
+    (why the runs keep He init above conv1). Without it (conv1 paper init, He above, as in the
+    runs) the probe shows what the runs' one-epoch warm-up avoids: at lr 1e-2 from the first step
+    the loss becomes non-finite, with or without clipping.
 
     Returns:
-        dict: the loss of the first and last steps, the largest change of any conv1 weight, and
-        the settings.
+        dict: settings, loss of the first / last / best step, the step where the loss became
+        non-finite (None if never), conv1's largest and median filter RMS at the end, the
+        largest change of a conv1 weight and the filters clipped (all layers) over the steps.
     """
-    from dataclasses import replace
-
     import torch.nn.functional as F
 
-    from deconv.zoo.zfnet import ZFNET_CONFIGS, ZFNet
+    from deconv.training.clipping import feature_scale_clip
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = ZFNet(replace(ZFNET_CONFIGS[config], init="paper"))
         loaded = load_model("zfnet", config=config, weights=None, seed=seed)
+        model = loaded.model
+        if all_layers:
+            for i, module in enumerate(m for m in model.modules()
+                                       if isinstance(m, (nn.Conv2d, nn.Linear))):
+                paper_init_(module, seed + i)
+        else:
+            paper_init_(model.features[0], seed)
         train_tf, _ = ablation_transforms(loaded)
         data = load_fashion_mnist("train", limit=128 * steps)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
         before = model.features[0].weight.detach().clone()
-        losses = []
+        losses, nonfinite, clipped = [], None, 0
         model.train()
         for step in range(steps):
             x = train_tf(data.tensors[0][step * 128:(step + 1) * 128])
             loss = F.cross_entropy(model(x), data.tensors[1][step * 128:(step + 1) * 128])
+            if not torch.isfinite(loss):
+                nonfinite = step
+                break
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            if clip_radius is not None:
+                clipped += feature_scale_clip(model, clip_radius)
+            losses.append(float(loss.detach()))
+    rms = filter_rms(model.features[0].weight)
     change = float((model.features[0].weight.detach() - before).abs().max())
-    return {"config": config, "steps": steps, "lr": lr, "init": "N(0, 0.01^2) in every layer",
-            "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4),
-            "loss_min": round(min(losses), 4), "ln_10": round(float(np.log(10)), 4),
-            "conv1_max_weight_change": change}
+    return {"config": config, "steps": steps, "lr": lr, "warmup": "none",
+            "init": "N(0, 0.01^2) in every layer" if all_layers
+            else "N(0, 0.01^2) in conv1, He above", "clip_radius": clip_radius,
+            "loss_first": round(losses[0], 4) if losses else None,
+            "loss_last": round(losses[-1], 4) if losses else None,
+            "loss_min": round(min(losses), 4) if losses else None,
+            "ln_10": round(float(np.log(10)), 4), "nonfinite_loss_at_step": nonfinite,
+            "conv1_rms_max": float(rms.max()), "conv1_rms_median": float(rms.median()),
+            "conv1_max_weight_change": change, "filters_clipped": clipped}
