@@ -43,20 +43,23 @@ from deconv.deconvnet import Deconvnet, GenericDeconvnet
 from deconv.samples import sample_images
 
 
-def _load(name: str):
+def load(name: str, device: str | torch.device = "cpu"):
+    """The benchmark's model ``name`` (a zoo name or ``"resnet50"``) on ``device``."""
     if name == "resnet50":  # not in the zoo: torchvision's, random init
         import torchvision
 
         from deconv.zoo.registry import LoadedModel
 
         torch.manual_seed(0)
-        return LoadedModel(torchvision.models.resnet50(weights=None).eval(), "resnet50",
-                           "torchvision resnet50(weights=None), random init", {}, None)
+        model = torchvision.models.resnet50(weights=None).eval().to(device)
+        return LoadedModel(model, "resnet50", "torchvision resnet50(weights=None), random init",
+                           {}, None)
     try:
-        return deconv.load_model(name, weights=None if name == "vgg16" else "default")
+        return deconv.load_model(name, device=device,
+                                 weights=None if name == "vgg16" else "default")
     except Exception as exc:  # hed-vgg16's weight package missing: random-init VGG16 instead
         print(f"{name} unavailable ({exc}); using random-init vgg16")
-        return deconv.load_model("vgg16", weights=None)
+        return deconv.load_model("vgg16", device=device, weights=None)
 
 
 def _captum_once(model, module, image, unit):
@@ -68,9 +71,17 @@ def _captum_once(model, module, image, unit):
             image.clone().requires_grad_(True), neuron_selector=tuple(unit))[0]
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn):
+    """``(fn(), wall seconds)``, CUDA synchronized before each clock reading."""
+    _sync()
     start = time.perf_counter()
     out = fn()
+    _sync()
     return out, time.perf_counter() - start
 
 
@@ -184,7 +195,7 @@ def _figure(runs: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _workloads(args) -> list[tuple[str, object, int, bool]]:
+def workloads(args) -> list[tuple[str, object, int, bool]]:
     """(model, layer, units, explicit engine applies) per run, headline first."""
     vgg = [(args.model, args.layer, args.units, True)]
     vgg += [(args.model, int(v), args.more_units, True)
@@ -194,8 +205,8 @@ def _workloads(args) -> list[tuple[str, object, int, bool]]:
     return vgg + resnet
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark and write the JSON and PNG; returns the JSON record."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, ``--quick`` applied."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="hed-vgg16", help="a VGG16 of the zoo")
     parser.add_argument("--layer", type=int, default=3, help="paper layer of the headline ratio")
@@ -220,14 +231,20 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.size, args.units, args.captum_units, args.more_units = 112, 16, 2, 8
         args.more_layers, args.resnet_layers, args.bf16_units = "5", "layer3:16", 4
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and write the JSON and PNG; returns the JSON record."""
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     runs, sources = [], {}
     models = {}
-    for model_name, layer, n_units, explicit in _workloads(args):
+    for model_name, layer, n_units, explicit in workloads(args):
         if model_name not in models:
-            models[model_name] = _load(model_name)
+            models[model_name] = load(model_name)
         loaded = models[model_name]
         sources[loaded.name] = loaded.source
         images = torch.stack([loaded.preprocess(s.image, args.size) for s in sample_images()])

@@ -48,6 +48,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench_mining", ["--distributed"]),  # 1 and 2 Gloo processes
     ("bench_occlusion", []),
     ("bench_occlusion_quality", []),  # approximate occlusion on trained weights
+    ("bench_gpu", []),  # CUDA only: says so and writes nothing without a GPU
 ]
 
 
