@@ -289,10 +289,11 @@ def test_sweep_auto_uses_the_graph_engine_and_warns_on_fall_back():
         auto = occlusion_sweep(model, image, patch=8, stride=6, layer="layer2", channel=3,
                                progress=False)
     naive = occlusion_sweep(model, image, patch=8, stride=6, layer="layer2", channel=3,
-                            method="naive", progress=False)
-    assert auto.method == "graph"
-    torch.testing.assert_close(auto.probability, naive.probability, rtol=0, atol=TOL64)
-    torch.testing.assert_close(auto.feature_total, naive.feature_total, rtol=0, atol=1e-9)
+                            engine="naive", progress=False)
+    assert auto.engine == "graph"
+    torch.testing.assert_close(auto.classifier.probability, naive.classifier.probability,
+                               rtol=0, atol=TOL64)
+    torch.testing.assert_close(auto.feature.total, naive.feature.total, rtol=0, atol=1e-9)
 
     class Dynamic(nn.Sequential):
         def forward(self, x):
@@ -302,7 +303,7 @@ def test_sweep_auto_uses_the_graph_engine_and_warns_on_fall_back():
     dynamic(image[None])
     with pytest.warns(UserWarning, match="naive sweep"):
         fallback = occlusion_sweep(dynamic, image, patch=8, stride=8, progress=False)
-    assert fallback.method == "naive"
+    assert fallback.engine == "naive"
 
 
 def test_in_place_write_into_a_view_read_again_is_refused():
