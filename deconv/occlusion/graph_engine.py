@@ -42,12 +42,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from deconv.layers import module_of, resolve_layer
-from deconv.occlusion.fills import make_fill
+from deconv.occlusion.engine_base import OcclusionEngine
 from deconv.occlusion.graph_plan import GraphPlan, NodeRule, plan_graph
-from deconv.occlusion.grid import check_boxes
 from deconv.occlusion.incremental_plan import IncrementalPlanError, affected_range
 from deconv.occlusion.naive import naive_occlusion_outputs
-from deconv.occlusion.outputs import REDUCTIONS, OcclusionOutputs
+from deconv.occlusion.outputs import OcclusionOutputs
 
 __all__ = ["GraphOcclusion", "supports_graph", "make_incremental_engine"]
 
@@ -120,7 +119,7 @@ def _empty(region: Region) -> torch.Tensor:
     return (r1 <= r0) | (c1 <= c0)
 
 
-class GraphOcclusion:
+class GraphOcclusion(OcclusionEngine):
     """Model outputs on occluded copies of one image, recomputing only each node's changed region.
 
     See the module docstring. Construction runs the model once on the unoccluded image.
@@ -152,23 +151,10 @@ class GraphOcclusion:
                  reduce: str | None = "sum", batch_size: int = 32,
                  max_fraction: float | None = None, compute_dtype: torch.dtype | None = None,
                  need_output: bool = True):
-        self.module = module_of(model)
-        self.need_output, self.closed = need_output, False
-        if image.ndim == 4 and image.shape[0] == 1:
-            image = image[0]
-        if image.ndim != 3:
-            raise ValueError(f"image must be [C, H, W]; got shape {list(image.shape)}")
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be 'sum' or None, got {reduce!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_fraction is not None and not 0 < max_fraction <= 1:
-            raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction}")
-        self.image, self.out_dtype = image, image.dtype
-        self.fill, _ = make_fill(fill, image)
         layer = resolve_layer(model, layer) if layer is not None else None
-        self.layer, self.reduce, self.batch_size = layer, reduce, batch_size
-        self.max_fraction = max_fraction
+        self._setup(model, image, fill, layer=layer, reduce=reduce, batch_size=batch_size,
+                    need_output=need_output, max_fraction=max_fraction)
+        image = self.image
         self.work: dict[str, dict] = {}
         network, work_image = self.module, self.image
         if compute_dtype is not None and compute_dtype != image.dtype:
@@ -181,7 +167,7 @@ class GraphOcclusion:
                           f"falling back to the naive batched forward", stacklevel=2)
             self.reference = naive_occlusion_outputs(
                 self.module, image, 0.0, torch.zeros(1, 4, dtype=torch.long),
-                layer=layer, reduce=reduce)
+                layer=self.layer, reduce=reduce)
             return
         self.incremental, self.reason = True, ""
         self.image, self.fill = work_image, self.fill.to(work_image.dtype)
@@ -189,19 +175,6 @@ class GraphOcclusion:
             self._build(plan)
 
     supports = staticmethod(supports_graph)
-
-    def __enter__(self) -> GraphOcclusion:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the cached maps (the engine cannot be used afterwards)."""
-        keep = {"module", "layer", "reduce", "batch_size", "out_dtype", "work", "need_output"}
-        for name in [n for n in self.__dict__ if n not in keep]:
-            del self.__dict__[name]
-        self.closed = True
 
     # ------------------------------------------------------------------ one clean forward
     def _build(self, plan: GraphPlan) -> None:
@@ -371,14 +344,9 @@ class GraphOcclusion:
         Returns:
             OcclusionOutputs: ``output [P, ...]`` and ``captured`` (or None).
         """
-        if self.closed:
-            raise RuntimeError("this GraphOcclusion was closed; build a new one")
-        boxes = check_boxes(boxes)
+        boxes = self._check_open(boxes)
         if not self.incremental:
-            result = naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
-                                             layer=self.layer, reduce=self.reduce,
-                                             batch_size=self.batch_size)
-            return OcclusionOutputs(result.output if self.need_output else None, result.captured)
+            return self._naive_outputs(boxes)
         regions = self._regions(boxes)
         order = self._order(regions, len(boxes))
         outs, caps = [], []

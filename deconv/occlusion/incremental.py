@@ -54,8 +54,8 @@ from torch import fx, nn
 
 from deconv._deprecation import deprecated_names
 from deconv.layers import module_of
+from deconv.occlusion.engine_base import OcclusionEngine
 from deconv.occlusion.fills import make_fill
-from deconv.occlusion.grid import check_boxes
 from deconv.occlusion.incremental_cache import SpatialCache, band_update, source_rows
 from deconv.occlusion.incremental_plan import (
     ChainPlan,
@@ -66,7 +66,7 @@ from deconv.occlusion.incremental_plan import (
     plan_chain,
 )
 from deconv.occlusion.naive import layer_name, naive_occlusion_outputs
-from deconv.occlusion.outputs import REDUCTIONS, OcclusionOutputs, reduce_capture
+from deconv.occlusion.outputs import OcclusionOutputs, reduce_capture
 
 _SIZES_PER_AXIS = 4  # low-memory mode: window lengths per layer and axis
 
@@ -160,7 +160,7 @@ def _avgpool_divisor(pool: nn.AvgPool2d, size_in: tuple[int, int], size_out: tup
     return (factors[0][:, None] * factors[1][None, :]).reshape(-1)
 
 
-class IncrementalOcclusion:
+class IncrementalOcclusion(OcclusionEngine):
     """Model outputs on occluded copies of one image, recomputing only what each occluder changes.
 
     See the module docstring for the method and the interface. Construction runs the model once
@@ -207,23 +207,9 @@ class IncrementalOcclusion:
                  max_fraction: float | None = None, bands: bool = True,
                  low_memory: bool = False, compute_dtype: torch.dtype | None = None,
                  need_output: bool = True, capture: str | None = None):
-        self.module = module_of(model)
-        self.need_output, self.closed = need_output, False
-        layer = layer_name(model, layer, capture)
-        if image.ndim == 4 and image.shape[0] == 1:
-            image = image[0]
-        if image.ndim != 3:
-            raise ValueError(f"image must be [C, H, W]; got shape {list(image.shape)}")
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be 'sum' or None, got {reduce!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_fraction is not None and not 0 < max_fraction <= 1:
-            raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction}")
-        self.image, self.out_dtype = image, image.dtype
-        self.fill, _ = make_fill(fill, image)
-        self.layer, self.reduce, self.batch_size = layer, reduce, batch_size
-        self.max_fraction = max_fraction
+        self._setup(model, image, fill, layer=layer_name(model, layer, capture), reduce=reduce,
+                    batch_size=batch_size, need_output=need_output, max_fraction=max_fraction)
+        image = self.image
         self.bands, self.low_memory = bands, low_memory
         self._split_bytes = 3 << 20
         self.work: dict[str, dict] = {}
@@ -235,25 +221,12 @@ class IncrementalOcclusion:
                           f"falling back to the naive batched forward", stacklevel=2)
             self.reference = naive_occlusion_outputs(
                 self.module, image, 0.0, torch.zeros(1, 4, dtype=torch.long),
-                layer=layer, reduce=reduce)
+                layer=self.layer, reduce=reduce)
             return
         if compute_dtype is not None:
             self.image, self.fill = image.to(compute_dtype), self.fill.to(compute_dtype)
         with torch.no_grad():
             self._build(plan_chain(self.module))
-
-    def __enter__(self) -> IncrementalOcclusion:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the cached layers (the engine cannot be used afterwards)."""
-        for name in ("_spatial", "layers", "plan", "stages", "tail_stages", "prefix_output",
-                     "image", "fill"):
-            self.__dict__.pop(name, None)
-        self.closed = True
 
     # ------------------------------------------------------------------ cache (one forward)
     def _capture_index(self, plan: ChainPlan) -> tuple[str, str | int] | None:
@@ -445,14 +418,9 @@ class IncrementalOcclusion:
         Returns:
             OcclusionOutputs: ``output [P, ...]`` and ``captured`` (or None).
         """
-        if self.closed:
-            raise RuntimeError("this IncrementalOcclusion was closed; build a new one")
-        boxes = check_boxes(boxes)
+        boxes = self._check_open(boxes)
         if not self.incremental:
-            result = naive_occlusion_outputs(self.module, self.image, self.fill, boxes,
-                                             layer=self.layer, reduce=self.reduce,
-                                             batch_size=self.batch_size)
-            return OcclusionOutputs(result.output if self.need_output else None, result.captured)
+            return self._naive_outputs(boxes)
         order = self._order(boxes) if len(boxes) > self.batch_size else None
         ordered = boxes if order is None else boxes[order]
         outs, caps, pending = [], [], []

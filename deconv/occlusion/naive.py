@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from deconv._deprecation import warn_deprecated
-from deconv.layers import module_of, resolve_layer
+from deconv.layers import resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
-from deconv.occlusion.fills import make_fill, occlude_images
-from deconv.occlusion.grid import check_boxes
-from deconv.occlusion.outputs import REDUCTIONS, OcclusionOutputs, reduce_capture
+from deconv.occlusion.engine_base import OcclusionEngine
+from deconv.occlusion.fills import occlude_images
+from deconv.occlusion.outputs import OcclusionOutputs, reduce_capture
 
 __all__ = ["NaiveOcclusion", "naive_occlusion_outputs", "capture_layer_output", "layer_name"]
 
@@ -78,7 +78,7 @@ def capture_layer_output(module: nn.Module, batch: torch.Tensor, layer: str | No
     return forward_capturing(module, batch, layer, reduce=None)
 
 
-class NaiveOcclusion:
+class NaiveOcclusion(OcclusionEngine):
     """Model outputs on occluded copies of one image: a batched forward of the occluded images.
 
     An engine for one sweep (see :mod:`deconv.occlusion.engines`): build it, enter it, call
@@ -106,36 +106,16 @@ class NaiveOcclusion:
     def __init__(self, model, image: torch.Tensor, fill=0.0, *, layer: str | int | None = None,
                  reduce: str | None = "sum", batch_size: int = 32, need_output: bool = True,
                  capture: str | None = None):
-        self.module = module_of(model)
         layer = layer_name(model, layer, capture)
-        if image.ndim == 4 and image.shape[0] == 1:
-            image = image[0]
-        if image.ndim != 3:
-            raise ValueError(f"image must be [C, H, W]; got shape {list(image.shape)}")
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be 'sum' or None, got {reduce!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if layer is None and not need_output:
             raise ValueError("nothing to compute: ask for the output, a layer, or both")
-        self.image = image
-        self.fill, _ = make_fill(fill, image)
-        self.layer, self.reduce = layer, reduce
-        self.batch_size, self.need_output = batch_size, need_output
+        self._setup(model, image, fill, layer=layer, reduce=reduce, batch_size=batch_size,
+                    need_output=need_output)
 
     @staticmethod
     def supports(model) -> tuple[bool, str]:
         """Every model: ``(True, "")``."""
         return True, ""
-
-    def __enter__(self) -> NaiveOcclusion:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Nothing to release (the engine keeps no cache)."""
 
     def outputs(self, boxes) -> OcclusionOutputs:
         """Model outputs (and the captured layer) for each occluder window.
@@ -146,7 +126,7 @@ class NaiveOcclusion:
         Returns:
             OcclusionOutputs: one row per window.
         """
-        boxes = check_boxes(boxes)
+        boxes = self._check_open(boxes)
         outputs, captured = [], []
         for start in range(0, len(boxes), self.batch_size):
             batch = occlude_images(self.image, self.fill, boxes[start:start + self.batch_size])
