@@ -22,7 +22,13 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from deconv.errors import InvalidTypeError, LayerNotRunError, ReusedModuleError, UnknownLayerError
+from deconv.errors import (
+    InvalidTypeError,
+    LayerNotRunError,
+    ReusedModuleError,
+    ScriptedModelError,
+    UnknownLayerError,
+)
 from deconv.model_state import eval_mode, registered_hooks
 
 __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
@@ -36,10 +42,20 @@ _PAPER_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[int, str]] = weakref.We
 
 
 def module_of(model) -> nn.Module:
-    """Return the ``nn.Module`` of a model or of a :class:`~deconv.zoo.LoadedModel`."""
+    """Return the ``nn.Module`` of a model or of a :class:`~deconv.zoo.LoadedModel`.
+
+    Raises:
+        ScriptedModelError: a TorchScript model (``torch.jit.script``/``trace``): deconv needs
+            the eager module (Python forward hooks, module names).
+        InvalidTypeError: neither a module nor a LoadedModel.
+    """
     inner = getattr(model, "model", None)
     if isinstance(inner, nn.Module) and not isinstance(model, nn.Module):
-        return inner
+        model = inner
+    if isinstance(model, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        raise ScriptedModelError(
+            "TorchScript models are not supported: deconv needs the eager nn.Module (forward "
+            "hooks, module names). Pass the model before torch.jit.script/trace")
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(
             f"expected a torch.nn.Module or a deconv LoadedModel, got {type(model).__name__}"

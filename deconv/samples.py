@@ -122,7 +122,7 @@ def to_pil(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
     if isinstance(image, (str, Path)):
         return open_image(image)
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return _to_rgb(image)
     if isinstance(image, np.ndarray):
         array = image
         if array.dtype != np.uint8:
@@ -143,6 +143,10 @@ def to_pil(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
 def open_image(path: str | Path) -> Image.Image:
     """Open an image file as RGB, fully decoded.
 
+    High bit depths are scaled, not clipped: 16-bit images (PIL modes ``I;16*`` and ``I``, as
+    16-bit PNGs and TIFFs load) map 0..65535 to 0..255, and float images (``F``) in [0, 1] map
+    to 0..255. (PIL's own ``convert("RGB")`` clips them, so a 16-bit PNG came out almost white.)
+
     Raises:
         CorruptImageError: the file is missing, not an image, or truncated; names the file.
     """
@@ -150,9 +154,23 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return _to_rgb(im)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise CorruptImageError(f"cannot read image {path}: {exc}") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB of a PIL image, scaling 16-bit and float modes to 8 bits instead of clipping."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            peak = 1.0 if np.nanmax(array, initial=0.0) <= 1.0 else 255.0
+        else:
+            peak = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 \
+                else 255.0
+        array = np.clip(np.nan_to_num(array) * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(np.stack([array] * 3, axis=-1))
+    return image.convert("RGB")
 
 
 def list_image_files(root: str | Path) -> list[Path]:

@@ -25,7 +25,6 @@ from deconv.errors import (
     MissingFileError,
     OutOfRangeError,
     OutputPathError,
-    ScriptedModelError,
 )
 
 __all__ = ["check_positive_int", "check_nonnegative_int", "check_index", "check_channel",
@@ -193,7 +192,8 @@ def check_images(images, model=None, *, name: str = "images", batch: bool = True
 
 
 def check_eager_model(model) -> nn.Module:
-    """Return the ``nn.Module`` of ``model``; refuse TorchScript and non-modules.
+    """Return the ``nn.Module`` of ``model``; refuse TorchScript and non-modules (this is
+    :func:`deconv.layers.module_of`, which every entry point goes through).
 
     Raises:
         ScriptedModelError: a ``torch.jit`` scripted or traced model (no Python hooks).
@@ -201,11 +201,6 @@ def check_eager_model(model) -> nn.Module:
     """
     from deconv.layers import module_of
 
-    inner = getattr(model, "model", model)
-    if isinstance(inner, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
-        raise ScriptedModelError(
-            "TorchScript models are not supported: deconv needs the eager nn.Module (forward "
-            "hooks, module names). Pass the model before torch.jit.script/trace")
     return module_of(model)
 
 

@@ -23,7 +23,7 @@ from deconv.metrics import (
     spearman,
     ssim,
 )
-from deconv.metrics.deletion_insertion import area_under_curve
+from deconv.metrics.deletion_insertion import area_under_curve, rise_kernel, saliency_order
 from deconv.metrics.sanity_check import parameter_layers_top_down
 
 H = W = 8
@@ -67,11 +67,18 @@ def test_deletion_perfect_reversed_and_constant_maps(block):
     assert perfect.auc == pytest.approx(2.0 / 16, abs=1e-12)
     reversed_ = deletion(model, image, 1 - mask, 0, **opts)
     assert reversed_.auc == pytest.approx(14.0 / 16, abs=1e-12)
-    # constant map: raster order; the object starts on row 2 col 3 (pixel 19): p stays 1 for
-    # steps 0..4 (pixels 0..19 deleted at step 5 include one object pixel)
-    constant = deletion(model, image, torch.ones(H, W), 0, **opts)
+    # constant map in raster order (tie_seed=None): the object starts on row 2 col 3 (pixel
+    # 19): p stays 1 for steps 0..4 (pixels 0..19 deleted at step 5 include one object pixel)
+    raster = deletion(model, image, torch.ones(H, W), 0, tie_seed=None, **opts)
     naive = _naive_deletion_scores(mask, list(range(H * W)), per_step=4)
+    assert torch.allclose(raster.scores, torch.tensor(naive, dtype=torch.float64))
+    # by default ties go in a seeded random order, and the curve says the map was constant
+    constant = deletion(model, image, torch.ones(H, W), 0, **opts)
+    order = saliency_order(torch.ones(H, W)).tolist()
+    assert sorted(order) == list(range(H * W)) and order != list(range(H * W))
+    naive = _naive_deletion_scores(mask, order, per_step=4)
     assert torch.allclose(constant.scores, torch.tensor(naive, dtype=torch.float64))
+    assert constant.constant_map and not perfect.constant_map
     assert perfect.auc < constant.auc < reversed_.auc
 
 
@@ -89,7 +96,7 @@ def test_constant_map_on_object_in_first_rows_equals_perfect():
     mask = block_mask(slice(0, 2), slice(0, W))  # the first 16 raster pixels
     model = ObjectFraction(mask)
     curve = deletion(model, mask.unsqueeze(0), torch.zeros(H, W), 0, n_steps=16,
-                     apply_softmax=False)
+                     apply_softmax=False, tie_seed=None)
     assert curve.auc == pytest.approx(2.0 / 16, abs=1e-12)
 
 
@@ -137,7 +144,7 @@ def test_blur_substrate_matches_scipy_gaussian_filter():
     from scipy.ndimage import gaussian_filter
 
     image = torch.rand(3, 20, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    ours = blur_substrate(image)  # 11 px kernel, sigma 5, zero padding
+    ours = blur_substrate(image, kernel="gaussian")  # 11 px kernel, sigma 5, zero padding
     ref = np.stack([gaussian_filter(c, sigma=5, truncate=1.0, mode="constant")
                     for c in image.numpy()])
     assert np.allclose(ours.numpy(), ref, atol=1e-12)
@@ -170,15 +177,17 @@ def test_pointing_game_perfect_reversed_and_constant_maps():
     yy, xx = torch.meshgrid(torch.arange(100.0), torch.arange(100.0), indexing="ij")
     perfect = -((xx - 50) ** 2 + (yy - 60) ** 2)  # peak at the box centre
     reversed_ = -perfect  # peak at the farthest corner
-    constant = torch.ones(100, 100)  # points at (0, 0)
+    constant = torch.ones(100, 100)  # points nowhere: a miss, flagged
     result = pointing_game(torch.stack([perfect, reversed_, constant]), [[box]] * 3)
     assert result.hits == [True, False, False]
-    assert result.points == [(50, 60), (0, 0), (0, 0)]  # (0, 0) is the farthest corner
+    assert result.points[:2] == [(50, 60), (0, 0)]  # (0, 0) is the farthest corner
+    assert result.constant == [False, False, True]
     assert result.accuracy == pytest.approx(1 / 3)
 
 
 def test_pointing_tolerance_is_fifteen_pixels_euclidean():
-    constant = torch.zeros(64, 64)  # argmax (0, 0)
+    constant = torch.zeros(64, 64)
+    constant[0, 0] = 1  # argmax (0, 0)
     assert pointing_hit(constant, [[10, 10, 20, 20]])  # sqrt(200) = 14.1 <= 15
     assert not pointing_hit(constant, [[11, 11, 20, 20]])  # sqrt(242) = 15.6
     assert pointing_hit(constant, [[15, 0, 20, 5]])  # exactly 15
@@ -317,3 +326,66 @@ def test_input_dependence_flags_maps_that_ignore_the_image():
     assert np.allclose(rho, expected)
     with pytest.raises(ValueError, match="at least two"):
         input_dependence(model, images[:1], 0, fixed)
+
+
+# ---------------------------------------------------------------- issue 15: the departures
+def test_rise_blur_kernel_is_the_authors_gkern():
+    # Before: a truncated Gaussian (corner / centre 0.368) while claiming to follow RISE.
+    from scipy.ndimage import convolve, gaussian_filter
+
+    delta = np.zeros((11, 11))
+    delta[5, 5] = 1
+    gkern = gaussian_filter(delta, 5)  # RISE's evaluation.py: gkern(klen=11, nsig=5)
+    ours = rise_kernel(11, 5.0).numpy()
+    assert np.allclose(np.outer(ours, ours), gkern, atol=1e-15)
+    assert gkern[0, 0] / gkern[5, 5] == pytest.approx(0.876, abs=1e-3)
+    image = torch.rand(3, 20, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ref = np.stack([convolve(c, gkern, mode="constant") for c in image.numpy()])
+    assert np.allclose(blur_substrate(image).numpy(), ref, atol=1e-12)
+
+
+def test_area_is_exact_when_the_pixels_do_not_divide_into_the_steps():
+    # Before: 32 x 32 with 100 steps gave 0.4655 for a curve whose exact area is 0.5.
+    model = ObjectFraction(torch.ones(32, 32, dtype=torch.float64))
+    image = torch.ones(1, 32, 32, dtype=torch.float64)
+    saliency = torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
+    curve = deletion(model, image, saliency, 0, n_steps=100, apply_softmax=False)
+    assert curve.auc == pytest.approx(0.5, abs=1e-12)
+    assert area_under_curve(curve.scores) != pytest.approx(0.5, abs=1e-3)  # equal spacing
+
+
+def test_a_constant_map_does_not_favour_objects_near_the_top_left():
+    # Before: raster-order ties made a constant map score 0.133 or 0.881 by object position.
+    corner, far = block_mask(slice(0, 4), slice(0, 4)), block_mask(slice(4, 8), slice(4, 8))
+    aucs = [deletion(ObjectFraction(m), m.unsqueeze(0), torch.ones(H, W), 0, n_steps=16,
+                     apply_softmax=False).auc for m in (corner, far)]
+    assert abs(aucs[0] - aucs[1]) < 0.2
+    assert not pointing_hit(torch.ones(64, 64), [[0, 0, 8, 8]])  # before: a hit at (0, 0)
+
+
+def test_nan_or_inf_maps_are_refused_by_deletion_and_insertion(block):
+    mask, image = block
+    bad = mask.clone()
+    bad[0, 0] = float("nan")
+    for metric in (deletion, insertion):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            metric(ObjectFraction(mask), image, bad, 0, n_steps=4, apply_softmax=False)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        deletion(ObjectFraction(mask), image, mask.masked_fill(mask > 0, float("inf")), 0)
+
+
+def test_constant_tensors_are_not_counted_as_randomized():
+    # Before: a batch-norm weight of ones (std 0) was "randomized" to itself and counted.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    count = randomize_parameters(model, ["0", "1"], torch.Generator().manual_seed(0))
+    assert count == 2  # the conv's weight and bias; not BN's ones and zeros
+    assert torch.equal(model[1].weight, torch.ones(4))
+
+
+def test_spearman_nans_are_counted_in_the_summary():
+    from deconv.metrics.sanity_check import SanityCheck
+
+    table = np.array([[1.0, 1.0], [0.5, np.nan]])
+    check = SanityCheck(["trained", "top"], {"m": table}, {"m": table}, {"m": table})
+    summary = check.summary()["m"]
+    assert summary["spearman"] == [1.0, 0.5] and summary["spearman_nan"] == [0, 1]

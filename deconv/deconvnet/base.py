@@ -15,8 +15,9 @@ from typing import NamedTuple
 
 import torch
 
-from deconv.errors import InvalidArgumentError, InvalidTypeError
+from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of, resolve_layer
+from deconv.validation import check_images
 
 __all__ = ["Seeds", "TopUnits", "ProjectionEngine", "SEED_MODES"]
 
@@ -153,7 +154,7 @@ class ProjectionEngine:
         Returns:
             torch.Tensor: [N, C', H', W'] (or [N, F] for a fully connected layer).
         """
-        images = _check_images(images)
+        images = _check_images(images, self.model)
         with self._run(images, self.resolve(layer)) as run:
             return run.activation(torch.arange(images.shape[0], device=images.device))
 
@@ -179,7 +180,7 @@ class ProjectionEngine:
         Raises:
             ValueError: bad ``units`` (shape, range), ``seed`` or ``chunk_size``.
         """
-        images = _check_images(images)
+        images = _check_images(images, self.model)
         name = self.resolve(layer)
         _check_chunk(chunk_size)
         _check_seed(seed)
@@ -203,7 +204,7 @@ class ProjectionEngine:
         Returns:
             torch.Tensor: [N, C, H, W].
         """
-        images = _check_images(images)
+        images = _check_images(images, self.model)
         name = self.resolve(layer)
         _check_chunk(chunk_size)
         _check_seed(seed)
@@ -266,18 +267,9 @@ def _gather_chunks(run: ProjectionRun, seeds: Seeds, chunk_size: int,
     return run.project_all(seeds, chunk_size)
 
 
-def _check_images(images: torch.Tensor) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise InvalidTypeError(
-            f"images must be a torch.Tensor [N, C, H, W], got {type(images).__name__}")
-    if images.dim() == 3:
-        raise InvalidArgumentError(
-            "images must be a batch [N, C, H, W]; add a batch dimension with "
-            "images.unsqueeze(0)")
-    if images.dim() != 4 or not images.is_floating_point():
-        raise InvalidArgumentError(f"images must be a float tensor [N, C, H, W], got shape "
-                                             f"{tuple(images.shape)} dtype {images.dtype}")
-    return images.detach()
+def _check_images(images: torch.Tensor, model=None) -> torch.Tensor:
+    """The shared input check (:func:`deconv.validation.check_images`), then ``detach()``."""
+    return check_images(images, model).detach()
 
 
 def _check_chunk(chunk_size: int) -> None:

@@ -69,12 +69,43 @@ class Deconvnet(ProjectionEngine):
         name = self.resolve(layer)
         if name not in self._paths:
             self._paths[name] = trace_path(self.module, name)
+        _refuse_forward_hooks(self.module, self._paths[name][1])
         return self._paths[name][1]
 
     def _run(self, images: torch.Tensor, layer: str) -> _ExplicitRun:
         self.path(layer)
         graph, steps = self._paths[layer]
         return _ExplicitRun(self.module, graph, steps, images)
+
+
+def _refuse_forward_hooks(model: nn.Module, steps: list[Step]) -> None:
+    """Raise if a forward (pre-)hook could change what the layer computes.
+
+    The explicit engine evaluates the path itself, so hooks registered on the model or on a
+    module of the path would not run and its activations would differ from ``model(x)``.
+
+    Raises:
+        UnsupportedModuleError: names the hooked module; :class:`GenericDeconvnet` runs the
+            model's own forward (hooks included), and ``engine="auto"`` falls back to it.
+    """
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        raise UnsupportedModuleError(
+            "global forward hooks are registered (nn.modules.module.register_module_forward_"
+            "hook): the explicit Deconvnet evaluates the layers itself and would skip them; "
+            "remove them or use GenericDeconvnet, which runs the model's own forward")
+    names = {id(m): n for n, m in model.named_modules()}
+    on_path = [names[id(s.module)] for s in steps if s.module is not None and id(s.module) in names]
+    for name, module in model.named_modules():
+        count = len(module._forward_hooks) + len(module._forward_pre_hooks)
+        if count and (not name or any(p == name or p.startswith(name + ".") for p in on_path)):
+            where = name or "the model itself"
+            raise UnsupportedModuleError(
+                f"{where!r} ({type(module).__name__}) has {count} forward hook(s): the "
+                f"explicit Deconvnet evaluates the layers itself and would skip them, so its "
+                f"activations would differ from model(x). Remove the hooks, or use "
+                f"GenericDeconvnet, which runs the model's own forward (hooks included)")
 
 
 @dataclass

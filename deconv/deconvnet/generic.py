@@ -164,7 +164,7 @@ class GenericDeconvnet(ProjectionEngine):
         Returns:
             torch.Tensor: [N, C, H, W].
         """
-        images = _check_images(images)
+        images = _check_images(images, self.model)
         n = images.shape[0]
         target = torch.as_tensor(target, dtype=torch.long, device=images.device).reshape(-1)
         if target.numel() == 1:

@@ -22,8 +22,11 @@ ignores the forward pass at rectifiers by definition, so it only rectifies the s
 In-place calls stay in place (the custom autograd function marks its input dirty), so code that
 relies on the side effect keeps working. With ``skip_normalization=True`` the backward of
 ``F.local_response_norm`` and ``F.batch_norm`` is the identity, as the paper's deconvnet skips
-contrast normalization on the way down. Other nonlinearities (SiLU, GELU, leaky ReLU, ...) keep
-their plain gradient and trigger one warning per call, so nothing is ignored silently. Code that
+contrast normalization on the way down. Also ``torch.maximum(x, 0)`` / ``torch.max(x, zeros)`` /
+``fmax``. Other nonlinearities (SiLU, GELU, leaky ReLU, sigmoid and hard-sigmoid gates as in
+squeeze-excitation, tanh, ...) keep their plain gradient and trigger one warning per call, and
+so do calls that may be a rectifier written another way (``torch.where(x > 0, x, 0)``,
+``x * (x > 0)``), so nothing is ignored silently. Code that
 bypasses ``__torch_function__`` (TorchScript modules) cannot be intercepted: :func:`check_model`
 refuses it.
 """
@@ -53,7 +56,19 @@ _CLAMP_MIN = {torch.clamp_min: False, torch.Tensor.clamp_min: False,
               torch.Tensor.clamp_min_: True, torch.clamp_min_: True}
 _NORMALIZATIONS = {F.local_response_norm, F.batch_norm}
 _UNRULED = {F.silu, F.gelu, F.elu, F.selu, F.celu, F.leaky_relu, F.hardswish, F.mish,
-            F.softplus, F.prelu, F.rrelu}
+            F.softplus, F.prelu, F.rrelu,
+            # gates (squeeze-excitation, LSTM-style) and other squashing nonlinearities
+            torch.sigmoid, torch.Tensor.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid_,
+            F.sigmoid, F.hardsigmoid, torch.special.expit, F.logsigmoid, torch.tanh,
+            torch.Tensor.tanh, torch.tanh_, torch.Tensor.tanh_, F.tanh, F.softsign,
+            F.tanhshrink, F.hardshrink, F.softshrink, F.glu}
+# Calls that may spell a rectifier in a way the mode cannot prove (torch.where(x > 0, x, 0),
+# x * (x > 0)): left with their plain gradient, named in the warning.
+_MAYBE_RECTIFIER = {torch.where, torch.Tensor.where}
+_MULTIPLY = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__,
+             torch.Tensor.mul_, torch.Tensor.__imul__}
+_MAXIMUM = {torch.maximum, torch.Tensor.maximum, torch.fmax, torch.Tensor.fmax, torch.max,
+            torch.Tensor.max}
 
 
 class _Rectify(torch.autograd.Function):
@@ -121,6 +136,7 @@ class RectifierRules(TorchFunctionMode):
         self.skip_normalization = skip_normalization
         self.count = 0
         self.unruled: set[str] = set()
+        self.maybe_rectifiers: set[str] = set()
 
     def __exit__(self, *exc):
         out = super().__exit__(*exc)
@@ -128,6 +144,12 @@ class RectifierRules(TorchFunctionMode):
             warnings.warn(
                 f"nonlinearities without a {self.rule!r} rule were back-propagated by their "
                 f"plain gradient: {sorted(self.unruled)}", stacklevel=2)
+        if self.maybe_rectifiers:
+            warnings.warn(
+                f"calls that may be rectifiers written another way were back-propagated by "
+                f"their plain gradient, not the {self.rule!r} rule: "
+                f"{sorted(self.maybe_rectifiers)}; write them as F.relu / clamp(min=0)",
+                stacklevel=2)
         return out
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -144,6 +166,11 @@ class RectifierRules(TorchFunctionMode):
             return _IdentityBackward.apply(x, y)
         if func in _UNRULED:
             self.unruled.add(getattr(func, "__name__", str(func)))
+        elif func in _MAYBE_RECTIFIER:
+            self.maybe_rectifiers.add("where(mask, x, 0)")
+        elif func in _MULTIPLY and any(isinstance(a, torch.Tensor) and a.dtype == torch.bool
+                                       for a in args[:2]):
+            self.maybe_rectifiers.add("x * (boolean mask)")
         return func(*args, **kwargs)
 
     @staticmethod
@@ -175,6 +202,12 @@ class RectifierRules(TorchFunctionMode):
         if func in _CLAMP_MIN:
             if _is_zero(_arg(args, kwargs, 1, "min")):
                 return args[0], None, _CLAMP_MIN[func]
+            return None
+        if func in _MAXIMUM and len(args) >= 2 and isinstance(args[0], torch.Tensor):
+            x, other = args[0], args[1]  # torch.max(x, 1) reduces over dim 1: not a rectifier
+            if isinstance(other, torch.Tensor) and _is_zero_tensor(other) and \
+                    torch.broadcast_shapes(x.shape, other.shape) == x.shape:
+                return x, None, False
         return None
 
 
@@ -183,7 +216,14 @@ def _is_number(v) -> bool:
 
 
 def _is_zero(v) -> bool:
-    return _is_number(v) and v == 0
+    return _is_number(v) and v == 0 or (isinstance(v, torch.Tensor) and v.numel() == 1
+                                        and _is_zero_tensor(v))
+
+
+def _is_zero_tensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds only zeros (a constant, not something autograd must flow into)."""
+    with torch._C.DisableTorchFunction():
+        return not t.requires_grad and t.numel() > 0 and not bool(t.any())
 
 
 def check_model(model: nn.Module) -> None:

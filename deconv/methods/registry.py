@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from deconv.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
+from deconv.errors import InvalidArgumentError, InvalidTypeError, OutOfRangeError, UnknownNameError
 from deconv.layers import module_of
 from deconv.model_state import eval_mode
+from deconv.validation import check_images
 
 __all__ = ["MethodInfo", "REDUCTIONS", "register_method", "list_methods", "method_info",
            "attribute", "reduce_channels", "as_target"]
@@ -186,15 +187,20 @@ def attribute(method: str, model, images: torch.Tensor,
     """
     info = method_info(method)
     module = module_of(model)
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise InvalidTypeError("images must be a float tensor of normalized images [N, 3, H, W]")
-    if images.dim() == 3:
+    if isinstance(images, torch.Tensor) and images.dim() == 3:
         images = images.unsqueeze(0)
-    if images.dim() != 4:
-        raise InvalidArgumentError(f"images must be [N, 3, H, W], got shape {tuple(images.shape)}")
+    check_images(images, model)
     target = as_target(target, images.shape[0]).to(images.device)
+    if bool((target < 0).any()):
+        raise OutOfRangeError(f"target {target.tolist()} holds a negative class id; give class "
+                              f"ids in 0..C-1 (negative ids would silently mean classes from "
+                              f"the end)")
     with eval_mode(module, inplace=False):
-        raw = info.function(module, images.detach().clone(), target, **options)
+        try:
+            raw = info.function(module, images.detach().clone(), target, **options)
+        except (IndexError, RuntimeError):
+            _check_target_range(module, images, target)
+            raise
     raw = raw.detach()
     if raw.dim() == 3:
         raw = raw.unsqueeze(1)
@@ -202,3 +208,14 @@ def attribute(method: str, model, images: torch.Tensor,
         raise RuntimeError(f"method {method!r} returned shape {tuple(raw.shape)} for images "
                            f"{tuple(images.shape)}; this is a bug in the method")
     return reduce_channels(raw, reduction or info.reduction)
+
+
+def _check_target_range(module, images: torch.Tensor, target: torch.Tensor) -> None:
+    """After a method failed: raise :class:`OutOfRangeError` if a target is not a class of the
+    model's output (the usual cause), else return so the original error propagates."""
+    with torch.no_grad():
+        logits = module(images[:1])
+    classes = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    if classes is not None and bool((target >= classes).any()):
+        raise OutOfRangeError(f"target {target.tolist()} is out of range: the model has "
+                              f"{classes} classes, indexed 0..{classes - 1}") from None

@@ -2,8 +2,9 @@
 
 A map scores a hit when its maximum lies on the object, with a tolerance of 15 pixels: the
 Euclidean distance from the maximum to the nearest pixel of one of the object's boxes is at
-most ``tolerance``. Accuracy = hits / images. Ties: the first maximum in raster order (so a
-constant map points at the top-left pixel); this is what ``torch.argmax`` returns.
+most ``tolerance``. Accuracy = hits / images. Ties: one of the maxima drawn with a fixed seed
+(not the first in raster order, which made a constant map "hit" objects near the top-left);
+a constant map points nowhere: it is a miss, flagged in :attr:`PointingResult.constant`.
 
 Boxes are ``[x0, y0, x1, y1]`` in pixels, end exclusive, in the coordinates of the map. Boxes
 annotated on an original photo must go through the same resize and crop as the image:
@@ -38,15 +39,17 @@ class PointingResult:
         hits (list[bool]): one per map.
         points (list[tuple[int, int]]): each map's maximum as ``(x, y)``.
         accuracy (float): ``sum(hits) / len(hits)``.
+        constant (list[bool]): maps with no maximum (constant; counted as misses).
     """
 
     hits: list[bool]
     points: list[tuple[int, int]]
     accuracy: float
+    constant: list[bool] | None = None
 
 
-def argmax_point(saliency: torch.Tensor) -> tuple[int, int]:
-    """``(x, y)`` of the map's maximum; the first one in raster order on ties.
+def argmax_point(saliency: torch.Tensor, tie_seed: int = 0) -> tuple[int, int]:
+    """``(x, y)`` of the map's maximum; on ties one of the maxima, drawn with ``tie_seed``.
 
     Raises:
         ValueError: not a 2-D map, or it contains NaN.
@@ -56,7 +59,11 @@ def argmax_point(saliency: torch.Tensor) -> tuple[int, int]:
             f"saliency must be a map [H, W], got shape {tuple(saliency.shape)}")
     if torch.isnan(saliency).any():
         raise InvalidArgumentError("saliency contains NaN; the pointing game needs a finite map")
-    index = int(torch.argmax(saliency.reshape(-1)))
+    flat = saliency.reshape(-1)
+    maxima = torch.nonzero(flat == flat.max()).reshape(-1)
+    pick = int(torch.randint(len(maxima), (1,), generator=torch.Generator().manual_seed(
+        tie_seed))) if len(maxima) > 1 else 0
+    index = int(maxima[pick])
     width = saliency.shape[1]
     return index % width, index // width
 
@@ -84,6 +91,8 @@ def pointing_hit(saliency: torch.Tensor, boxes: Sequence[Box],
         raise InvalidArgumentError("no object box for this map; leave the image out of the game")
     if tolerance < 0:
         raise InvalidArgumentError(f"tolerance must be >= 0, got {tolerance}")
+    if bool(saliency.max() == saliency.min()):
+        return False  # a constant map points nowhere
     point = argmax_point(saliency)
     return min(distance_to_box(point, box) for box in boxes) <= tolerance
 
@@ -100,7 +109,9 @@ def pointing_game(maps: torch.Tensor | Sequence[torch.Tensor], boxes: Sequence[S
             f"{len(maps)} maps but {len(boxes)} box lists; give one list per map")
     hits = [pointing_hit(m, b, tolerance) for m, b in zip(maps, boxes)]
     points = [argmax_point(m) for m in maps]
-    return PointingResult(hits, points, sum(hits) / len(hits) if hits else float("nan"))
+    constant = [bool(m.max() == m.min()) for m in maps]
+    return PointingResult(hits, points, sum(hits) / len(hits) if hits else float("nan"),
+                          constant)
 
 
 def box_to_input(box: Box, original_size: tuple[int, int], side: int = 224,

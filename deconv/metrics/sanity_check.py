@@ -63,11 +63,20 @@ class SanityCheck:
     ssim: dict[str, np.ndarray]
     maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, dict[str, list[float | None]]]:
-        """Per method, the mean over images at each step of each similarity (JSON-ready)."""
+    def summary(self) -> dict[str, dict[str, list[float | int | None]]]:
+        """Per method, the mean over images at each step of each similarity (JSON-ready).
+
+        Means leave out NaN values (a Spearman correlation with a constant map), and
+        ``<similarity>_nan`` counts them per step, so a mean over fewer images says so.
+        """
         tables = {"spearman": self.spearman, "spearman_abs": self.spearman_abs, "ssim": self.ssim}
-        return {name: {key: [_nanmean(row) for row in table[name]]
-                       for key, table in tables.items()} for name in self.spearman}
+        out: dict[str, dict[str, list]] = {}
+        for name in self.spearman:
+            out[name] = {}
+            for key, table in tables.items():
+                out[name][key] = [_nanmean(row) for row in table[name]]
+                out[name][f"{key}_nan"] = [int(np.isnan(row).sum()) for row in table[name]]
+        return out
 
 
 def _nanmean(values: np.ndarray) -> float | None:
@@ -153,7 +162,9 @@ def randomize_parameters(model: nn.Module, prefixes: Sequence[str],
         generator (torch.Generator): the seeded source of noise (CPU).
 
     Returns:
-        int: how many parameter tensors were replaced.
+        int: how many parameter tensors were replaced. Constant tensors (standard deviation 0,
+        e.g. a fresh batch-norm weight of ones or a zero bias) have no scale to match: they
+        are left unchanged and not counted.
 
     Raises:
         ValueError: a prefix names no module.
@@ -168,6 +179,8 @@ def randomize_parameters(model: nn.Module, prefixes: Sequence[str],
         for p in module.parameters():
             noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
             std = float(p.double().std(unbiased=False)) if p.numel() > 1 else 0.0
+            if std == 0.0:
+                continue  # noise * 0 + mean would give the tensor back unchanged
             mean = float(p.double().mean()) if p.dim() < 2 else 0.0
             p.copy_((noise * std + mean).to(p.dtype))
             count += 1

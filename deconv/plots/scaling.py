@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from deconv.validation import check_finite
+
 __all__ = ["DISPLAY_PERCENTILE", "robust_peak", "scale_for_display", "normalize_for_display",
            "to_display_image"]
 
@@ -108,6 +110,7 @@ def normalize_for_display(projections: torch.Tensor, scale: str = "image",
 
     Raises:
         ValueError: unknown ``scale`` or ``method``, or a tensor that is not 3-D or 4-D.
+        InvalidImageError: NaN or Inf values (a ``ValueError`` too).
     """
     if scale not in _SCALES:
         raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}")
@@ -118,6 +121,7 @@ def normalize_for_display(projections: torch.Tensor, scale: str = "image",
                          f"{tuple(projections.shape)}")
     if percentile is not None:
         _check_percentile(percentile)
+    check_finite("projections", projections)  # NaN would be drawn as flat grey, unnoticed
     single = projections.dim() == 3
     x = projections.detach().unsqueeze(0) if single else projections.detach()
     x = torch.nan_to_num(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
