@@ -185,7 +185,7 @@ def test_argument_errors_are_specific():
         register_method("captum-saliency", family="captum", reduction="abs_max")
     with pytest.raises(ValueError, match="reduction"):
         register_method("new-method", family="ours", reduction="median")
-    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         attribute("captum-saliency", model, torch.randn(12, 12), 0)
 
 
