@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deconv.errors import InvalidArgumentError
 from deconv.occlusion.incremental import IncrementalOcclusion
 from deconv.occlusion.outputs import OcclusionOutputs
 
@@ -83,11 +84,11 @@ def drill_down_map(engine: IncrementalOcclusion, boxes: torch.Tensor, shape: tup
     """
     n_rows, n_cols = shape
     if len(boxes) != n_rows * n_cols:
-        raise ValueError(f"{len(boxes)} boxes do not fill a {n_rows}x{n_cols} grid")
+        raise InvalidArgumentError(f"{len(boxes)} boxes do not fill a {n_rows}x{n_cols} grid")
     if coarse < 1:
-        raise ValueError(f"coarse must be >= 1, got {coarse}")
+        raise InvalidArgumentError(f"coarse must be >= 1, got {coarse}")
     if not 0 <= refine <= 1:
-        raise ValueError(f"refine must be in [0, 1], got {refine}")
+        raise InvalidArgumentError(f"refine must be in [0, 1], got {refine}")
     reference = float(score(engine.reference)[0])
     rows, cols = _coarse_indices(n_rows, coarse), _coarse_indices(n_cols, coarse)
     grid = np.zeros((n_rows, n_cols))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of
 from deconv.occlusion.fills import make_fill
 from deconv.occlusion.grid import check_boxes
@@ -39,13 +40,14 @@ class OcclusionEngine:
         if image.ndim == 4 and image.shape[0] == 1:
             image = image[0]
         if image.ndim != 3:
-            raise ValueError(f"image must be [C, H, W]; got shape {list(image.shape)}")
+            raise InvalidArgumentError(f"image must be [C, H, W]; got shape {list(image.shape)}")
         if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be 'sum' or None, got {reduce!r}")
+            raise InvalidArgumentError(f"reduce must be 'sum' or None, got {reduce!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         if max_fraction is not None and not 0 < max_fraction <= 1:
-            raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction}")
+            raise InvalidArgumentError(
+                f"max_fraction must be in (0, 1] or None, got {max_fraction}")
         self.image, self.out_dtype = image, image.dtype
         self.fill, _ = make_fill(fill, image)
         self.layer, self.reduce, self.batch_size = layer, reduce, batch_size

@@ -48,6 +48,7 @@ from __future__ import annotations
 import warnings
 
 from deconv._deprecation import deprecated_names, warn_deprecated
+from deconv.errors import InvalidArgumentError
 from deconv.occlusion.graph_engine import GraphOcclusion
 from deconv.occlusion.incremental import IncrementalOcclusion
 from deconv.occlusion.naive import NaiveOcclusion, capture_layer_output
@@ -79,7 +80,7 @@ def register_occlusion_engine(name: str, engine: type | None = None, *, auto: bo
 
     def add(cls: type) -> type:
         if name in _ENGINES:
-            raise ValueError(f"occlusion engine {name!r} is already registered")
+            raise InvalidArgumentError(f"occlusion engine {name!r} is already registered")
         _ENGINES[name] = cls
         if auto:
             _AUTO.append(name)
@@ -115,8 +116,9 @@ def resolve_engine(engine: str, model, *, argument: str = "engine") -> str:
         return "naive"
     if engine not in _ENGINES:
         word = "method" if argument == "method" else "occlusion engine"
-        raise ValueError(f"unknown {word} {engine!r}; choose one of {occlusion_engines()} "
-                         "or 'auto'")
+        raise InvalidArgumentError(
+            f"unknown {word} {engine!r}; choose one of {occlusion_engines()} "
+            "or 'auto'")
     return engine
 
 

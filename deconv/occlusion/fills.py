@@ -14,6 +14,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.occlusion.grid import check_boxes
 
 __all__ = ["FILL_NAMES", "make_fill", "occlude_images", "gaussian_blur"]
@@ -66,25 +67,27 @@ def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *,
             return torch.zeros_like(image), "0 in the model input"
         if fill == "black":
             if normalize is None:
-                raise ValueError("fill='black' needs to know the model's normalization: pass a "
-                                 "deconv LoadedModel, or give the black value as a number")
+                raise InvalidArgumentError(
+                    "fill='black' needs to know the model's normalization: pass a "
+                    "deconv LoadedModel, or give the black value as a number")
             return normalize(torch.zeros_like(image)), "black"
         if fill == "blur":
             if patch is None:
-                raise ValueError("fill='blur' needs the occluder size: pass patch=(h, w)")
+                raise InvalidArgumentError("fill='blur' needs the occluder size: pass patch=(h, w)")
             sigma = max(patch) / 4
             return gaussian_blur(image, sigma), f"the image blurred (Gaussian sigma {sigma:g} px)"
-        raise ValueError(f"unknown fill {fill!r}; use one of {FILL_NAMES}, a number or a tensor")
+        raise InvalidArgumentError(
+            f"unknown fill {fill!r}; use one of {FILL_NAMES}, a number or a tensor")
     if isinstance(fill, bool):
-        raise TypeError("fill must be a name, a number or a tensor, not a bool")
+        raise InvalidTypeError("fill must be a name, a number or a tensor, not a bool")
     if isinstance(fill, numbers.Real):
         if not math.isfinite(float(fill)):
-            raise ValueError(f"fill must be finite, got {fill}")
+            raise InvalidArgumentError(f"fill must be finite, got {fill}")
         return torch.full_like(image, float(fill)), f"{float(fill):g} in the model input"
     if isinstance(fill, torch.Tensor):
         value = fill.to(**like)
         if not torch.isfinite(value).all():
-            raise ValueError("fill tensor contains NaN or inf")
+            raise InvalidArgumentError("fill tensor contains NaN or inf")
         if value.ndim == 0:
             return torch.full_like(image, float(value)), f"{float(value):g} in the model input"
         if value.ndim == 4 and value.shape[0] == 1:
@@ -93,10 +96,11 @@ def make_fill(fill: str | float | torch.Tensor, image: torch.Tensor, *,
             return value.view(-1, 1, 1).expand_as(image).clone(), "a per-channel value"
         if value.shape == image.shape:
             return value.clone(), "a replacement image"
-        raise ValueError(f"fill tensor must have shape [{channels}] or {list(image.shape)}, "
-                         f"got {list(value.shape)}")
-    raise TypeError(f"fill must be one of {FILL_NAMES}, a number or a tensor, "
-                    f"got {type(fill).__name__}")
+        raise InvalidArgumentError(
+            f"fill tensor must have shape [{channels}] or {list(image.shape)}, "
+            f"got {list(value.shape)}")
+    raise InvalidTypeError(f"fill must be one of {FILL_NAMES}, a number or a tensor, "
+                           f"got {type(fill).__name__}")
 
 
 def occlude_images(image: torch.Tensor, fill: torch.Tensor, boxes) -> torch.Tensor:
@@ -135,7 +139,7 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
         torch.Tensor: the blurred image, same shape and dtype.
     """
     if not sigma > 0:
-        raise ValueError(f"blur sigma must be positive, got {sigma}")
+        raise InvalidArgumentError(f"blur sigma must be positive, got {sigma}")
     radius = max(1, math.ceil(3 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)

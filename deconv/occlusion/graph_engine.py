@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of, resolve_layer
 from deconv.occlusion.engine_base import OcclusionEngine
 from deconv.occlusion.graph_plan import GraphPlan, NodeRule, plan_graph
@@ -239,8 +240,8 @@ class GraphOcclusion(OcclusionEngine):
         exact = [r.node.name for r in self.rules.values()
                  if r.node.op == "call_module" and r.node.target == name]
         if len(exact) > 1:
-            raise ValueError(f"layer {name!r} is called {len(exact)} times by the model; "
-                             f"capture a layer that is called once")
+            raise InvalidArgumentError(f"layer {name!r} is called {len(exact)} times by the model; "
+                                       f"capture a layer that is called once")
         if exact:
             return exact[0]
         inside = [r.node.name for r in self.rules.values()
@@ -248,7 +249,8 @@ class GraphOcclusion(OcclusionEngine):
                   or any(path == name for path, _ in
                          (r.node.meta.get("nn_module_stack") or {}).values())]
         if not inside:
-            raise ValueError(f"layer {name!r} is not a module called by the model's forward")
+            raise InvalidArgumentError(
+                f"layer {name!r} is not a module called by the model's forward")
         return inside[-1]
 
     def _last_uses(self) -> dict[str, int]:
@@ -552,7 +554,7 @@ class GraphOcclusion(OcclusionEngine):
 
     def _reduced(self, value) -> torch.Tensor:
         if not isinstance(value, torch.Tensor) or value.ndim < 2:
-            raise ValueError(f"layer {self.layer!r} must output a tensor [B, C, ...]")
+            raise InvalidArgumentError(f"layer {self.layer!r} must output a tensor [B, C, ...]")
         if self.reduce is None:
             return value.to(self.out_dtype, copy=True).contiguous()
         reduced = value.flatten(2).sum(2) if value.ndim > 2 else value.clone()

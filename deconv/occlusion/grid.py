@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["grid_starts", "occluder_boxes", "check_boxes", "window_average"]
 
 
@@ -57,7 +59,8 @@ def check_boxes(boxes) -> torch.Tensor:
     """
     boxes = torch.as_tensor(boxes, dtype=torch.long).cpu()
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be [P, 4] rows (y0, y1, x0, x1); got {list(boxes.shape)}")
+        raise InvalidArgumentError(
+            f"boxes must be [P, 4] rows (y0, y1, x0, x1); got {list(boxes.shape)}")
     return boxes
 
 

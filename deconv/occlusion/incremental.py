@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from deconv._deprecation import deprecated_names
+from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of
 from deconv.occlusion.engine_base import OcclusionEngine
 from deconv.occlusion.fills import make_fill
@@ -241,10 +242,11 @@ class IncrementalOcclusion(OcclusionEngine):
         inside = [h for h in hits if h[2].startswith(name + ".")]
         chosen = exact or inside[-1:]
         if len(exact) > 1:
-            raise ValueError(f"layer {name!r} is called {len(exact)} times by the model; "
-                             f"capture a layer that is called once")
+            raise InvalidArgumentError(f"layer {name!r} is called {len(exact)} times by the model; "
+                                       f"capture a layer that is called once")
         if not chosen:
-            raise ValueError(f"layer {name!r} is not a module called by the model's forward")
+            raise InvalidArgumentError(
+                f"layer {name!r} is not a module called by the model's forward")
         return chosen[0][0], chosen[0][1]
 
     def _build(self, plan: ChainPlan) -> None:

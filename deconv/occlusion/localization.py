@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from deconv.errors import InvalidArgumentError
+
 __all__ = ["InsideOutside", "as_dict", "box_coverage", "box_mask", "inside_outside_drop",
            "inside_outside_of", "summarize_inside_outside"]
 
@@ -68,7 +70,7 @@ def box_coverage(boxes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         torch.Tensor: float64 ``[P]`` in [0, 1] (0 for an empty window).
     """
     if mask.ndim != 2:
-        raise ValueError(f"mask must be [H, W], got shape {list(mask.shape)}")
+        raise InvalidArgumentError(f"mask must be [H, W], got shape {list(mask.shape)}")
     integral = torch.zeros(mask.shape[0] + 1, mask.shape[1] + 1, dtype=torch.float64)
     integral[1:, 1:] = mask.double().cumsum(0).cumsum(1)
     b = boxes.long()
@@ -101,11 +103,12 @@ def inside_outside_drop(boxes: torch.Tensor, probability: torch.Tensor,
         ValueError: thresholds out of order or sizes that do not match.
     """
     if not 0 <= outside < inside <= 1:
-        raise ValueError(f"need 0 <= outside < inside <= 1, got outside={outside}, "
-                         f"inside={inside}")
+        raise InvalidArgumentError(f"need 0 <= outside < inside <= 1, got outside={outside}, "
+                                   f"inside={inside}")
     drop = base_probability - probability.reshape(-1).double()
     if drop.numel() != boxes.shape[0]:
-        raise ValueError(f"{drop.numel()} probabilities for {boxes.shape[0]} occluder boxes")
+        raise InvalidArgumentError(
+            f"{drop.numel()} probabilities for {boxes.shape[0]} occluder boxes")
     coverage = box_coverage(boxes, mask)
     on, off = coverage >= inside, coverage <= outside
     if not bool(on.any()) or not bool(off.any()):
@@ -119,7 +122,8 @@ def inside_outside_of(result, mask: torch.Tensor, inside: float = 0.5,
     """:func:`inside_outside_drop` of an occlusion sweep's result (its boxes, probability
     map and unoccluded probability)."""
     if result.probability is None:
-        raise ValueError("the sweep has no probabilities (the model has no classifier head)")
+        raise InvalidArgumentError(
+            "the sweep has no probabilities (the model has no classifier head)")
     return inside_outside_drop(result.boxes, result.probability, result.base_probability, mask,
                                inside, outside)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from deconv._deprecation import warn_deprecated
-from deconv.errors import ReusedModuleError
+from deconv.errors import InvalidArgumentError, InvalidTypeError, ReusedModuleError
 from deconv.layers import resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
 from deconv.occlusion.engine_base import OcclusionEngine
@@ -36,7 +36,7 @@ def layer_name(model, layer: str | int | None, capture: str | None = None) -> st
     if capture is not None:
         warn_deprecated("capture=", "pass layer= instead (the same module name)", stacklevel=4)
         if layer is not None:
-            raise TypeError("give layer= or the old capture=, not both")
+            raise InvalidTypeError("give layer= or the old capture=, not both")
         layer = capture
     return None if layer is None else resolve_layer(model, layer)
 
@@ -72,8 +72,9 @@ def forward_capturing(module: nn.Module, batch: torch.Tensor, capture: str | Non
         except StopForward:
             output = None
     if capture is not None and not seen:
-        raise ValueError(f"layer {capture!r} is not run by the model's forward; pick a layer "
-                         "that its forward() uses")
+        raise InvalidArgumentError(
+            f"layer {capture!r} is not run by the model's forward; pick a layer "
+            "that its forward() uses")
     return (output if need_output else None), (seen[0] if seen else None)
 
 
@@ -113,7 +114,7 @@ class NaiveOcclusion(OcclusionEngine):
                  capture: str | None = None):
         layer = layer_name(model, layer, capture)
         if layer is None and not need_output:
-            raise ValueError("nothing to compute: ask for the output, a layer, or both")
+            raise InvalidArgumentError("nothing to compute: ask for the output, a layer, or both")
         self._setup(model, image, fill, layer=layer, reduce=reduce, batch_size=batch_size,
                     need_output=need_output)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from deconv._deprecation import warn_deprecated
+from deconv.errors import InvalidTypeError
 
 __all__ = ["OcclusionOutputs", "REDUCTIONS", "reduce_capture"]
 
@@ -49,8 +50,8 @@ def reduce_capture(tensor, reduce: str | None) -> torch.Tensor:
         TypeError: the layer does not output a ``[B, C, ...]`` tensor.
     """
     if not isinstance(tensor, torch.Tensor) or tensor.ndim < 2:
-        raise TypeError("the captured layer must output a tensor [B, C, ...]; got "
-                        f"{type(tensor).__name__} of shape {getattr(tensor, 'shape', None)}")
+        raise InvalidTypeError("the captured layer must output a tensor [B, C, ...]; got "
+                               f"{type(tensor).__name__} of shape {getattr(tensor, 'shape', None)}")
     if reduce is None or tensor.ndim == 2:
         return tensor.clone()
     return tensor.flatten(2).sum(2)

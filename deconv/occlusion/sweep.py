@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from deconv._deprecation import warn_deprecated
+from deconv.errors import InvalidArgumentError, InvalidTypeError
 from deconv.layers import resolve_layer
 from deconv.model_state import eval_mode
 from deconv.occlusion.engines import build_engine, occlusion_engines, resolve_engine
@@ -135,14 +136,15 @@ def occlusion_sweep(model: nn.Module | WrappedModel,
     if engine != "auto" and engine not in occlusion_engines():
         resolve_engine(engine, module, argument=argument)  # raises the unknown-engine error
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
     x = _as_input(image, module, wrapper)
     height, width = x.shape[1:]
     patch_hw = _pair(patch, "patch")
     stride_hw = _pair(stride, "stride")
     if patch_hw[0] > height or patch_hw[1] > width:
-        raise ValueError(f"patch {patch_hw} is larger than the image {(height, width)}; use a "
-                         "patch no larger than the image")
+        raise InvalidArgumentError(
+            f"patch {patch_hw} is larger than the image {(height, width)}; use a "
+            "patch no larger than the image")
     fill_image, fill_text = make_fill(fill, x, patch=patch_hw,
                                       normalize=getattr(wrapper, "normalize", None))
     boxes, rows, cols = occluder_boxes(height, width, patch_hw, stride_hw)
@@ -155,7 +157,8 @@ def occlusion_sweep(model: nn.Module | WrappedModel,
         warn_deprecated("occlusion_sweep(feature=(layer, channel))",
                         "pass layer=... and channel=... instead")
         if layer is not None:
-            raise TypeError("give either layer= (and channel=) or the old feature=, not both")
+            raise InvalidTypeError(
+                "give either layer= (and channel=) or the old feature=, not both")
         layer, channel = _parse_feature(feature)
     if layer is not None:
         layer, channel = _check_feature(layer, channel, model if same_model else feature_model)
@@ -175,10 +178,11 @@ def occlusion_sweep(model: nn.Module | WrappedModel,
     has_head = (base_out is not None and base_out.ndim == 2
                 and not (wrapper is not None and categories is None))
     if not has_head and layer is None:
-        raise ValueError("this model has no classifier head (its output is not [B, classes]); "
-                         "pass layer= (and channel=) to sweep a feature map instead")
+        raise InvalidArgumentError(
+            "this model has no classifier head (its output is not [B, classes]); "
+            "pass layer= (and channel=) to sweep a feature map instead")
     if not has_head and target is not None:
-        raise ValueError("target was given but the model has no classifier head")
+        raise InvalidArgumentError("target was given but the model has no classifier head")
     if has_head:
         base_prob = torch.softmax(base_out, dim=1)[0]
         target = _resolve_target(target, base_prob, categories)
@@ -246,8 +250,9 @@ def _unwrap(model, what: str) -> tuple[nn.Module, WrappedModel | None]:
         return model, None
     if isinstance(getattr(model, "model", None), nn.Module):
         return model.model, model
-    raise TypeError(f"{what} must be a torch.nn.Module or a model with its preprocessing (a "
-                    f"deconv LoadedModel, or any object with .model), got {type(model).__name__}")
+    raise InvalidTypeError(
+        f"{what} must be a torch.nn.Module or a model with its preprocessing (a "
+        f"deconv LoadedModel, or any object with .model), got {type(model).__name__}")
 
 
 def _name(model) -> str:
@@ -267,26 +272,26 @@ def _as_input(image, module: nn.Module, wrapper: WrappedModel | None) -> torch.T
     """Validate ``image`` and return the model input ``[C, H, W]`` on the model's device."""
     if isinstance(image, (Image.Image, np.ndarray)):
         if getattr(wrapper, "preprocess", None) is None:
-            raise TypeError("a picture (PIL image / array) needs a deconv LoadedModel to "
-                            "preprocess it; with a bare nn.Module pass a normalized tensor")
+            raise InvalidTypeError("a picture (PIL image / array) needs a deconv LoadedModel to "
+                                   "preprocess it; with a bare nn.Module pass a normalized tensor")
         image = wrapper.preprocess(image)
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a tensor [C, H, W] or a picture, got "
-                        f"{type(image).__name__}")
+        raise InvalidTypeError(f"image must be a tensor [C, H, W] or a picture, got "
+                               f"{type(image).__name__}")
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
     if image.ndim != 3:
-        raise ValueError(f"image must be one image [C, H, W] or [1, C, H, W], got shape "
-                         f"{list(image.shape)}; sweep a batch one image at a time")
+        raise InvalidArgumentError(f"image must be one image [C, H, W] or [1, C, H, W], got shape "
+                                   f"{list(image.shape)}; sweep a batch one image at a time")
     if not image.is_floating_point():
-        raise TypeError(f"image must be a float tensor (normalized model input), got "
-                        f"{image.dtype}; use LoadedModel.preprocess or convert it")
+        raise InvalidTypeError(f"image must be a float tensor (normalized model input), got "
+                               f"{image.dtype}; use LoadedModel.preprocess or convert it")
     dtype, device = _parameter_like(module)
     if image.dtype != dtype:
-        raise TypeError(f"image dtype {image.dtype} differs from the model's parameters "
-                        f"({dtype}); convert one of them (e.g. image.to({dtype}))")
+        raise InvalidTypeError(f"image dtype {image.dtype} differs from the model's parameters "
+                               f"({dtype}); convert one of them (e.g. image.to({dtype}))")
     if not torch.isfinite(image).all():
-        raise ValueError("image contains NaN or inf; clean it before the sweep")
+        raise InvalidArgumentError("image contains NaN or inf; clean it before the sweep")
     return image.detach().to(device)
 
 
@@ -294,15 +299,16 @@ def _pair(value, what: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, numbers.Integral) else value
     if (not isinstance(pair, (tuple, list)) or len(pair) != 2
             or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in pair)):
-        raise TypeError(f"{what} must be an int or a pair of ints, got {value!r}")
+        raise InvalidTypeError(f"{what} must be an int or a pair of ints, got {value!r}")
     if min(pair) < 1:
-        raise ValueError(f"{what} must be at least 1 pixel, got {value!r}")
+        raise InvalidArgumentError(f"{what} must be at least 1 pixel, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
 def _parse_feature(feature) -> tuple[str | int, int | str]:
     if not isinstance(feature, (tuple, list)) or len(feature) != 2:
-        raise TypeError(f"feature must be a pair (layer, channel | 'strongest'), got {feature!r}")
+        raise InvalidTypeError(
+            f"feature must be a pair (layer, channel | 'strongest'), got {feature!r}")
     return feature[0], feature[1]
 
 
@@ -310,19 +316,21 @@ def _check_feature(layer, channel, model) -> tuple[str, int | str]:
     name = resolve_layer(model, layer)
     if channel != "strongest" and (isinstance(channel, bool)
                                    or not isinstance(channel, numbers.Integral)):
-        raise TypeError(f"channel must be an int or 'strongest', got {channel!r}")
+        raise InvalidTypeError(f"channel must be an int or 'strongest', got {channel!r}")
     return name, channel
 
 
 def _resolve_channel(channel, base_layer: torch.Tensor, layer: str) -> int:
     if base_layer is None or base_layer.ndim < 2:
-        raise ValueError(f"layer {layer!r} gives no [B, C, ...] tensor to take a feature map of")
+        raise InvalidArgumentError(
+            f"layer {layer!r} gives no [B, C, ...] tensor to take a feature map of")
     channels = base_layer.shape[1]
     if channel == "strongest":
         return int(base_layer[0].reshape(channels, -1).max(dim=1).values.argmax())
     if not 0 <= channel < channels:
-        raise ValueError(f"channel {channel} out of range: layer {layer!r} has {channels} "
-                         f"feature maps (0..{channels - 1})")
+        raise InvalidArgumentError(
+            f"channel {channel} out of range: layer {layer!r} has {channels} "
+            f"feature maps (0..{channels - 1})")
     return int(channel)
 
 
@@ -332,19 +340,22 @@ def _resolve_target(target, base_prob: torch.Tensor, categories: list[str] | Non
         return int(base_prob.argmax())
     if isinstance(target, str):
         if not categories:
-            raise ValueError(f"target {target!r} is a name but the model has no categories; "
-                             "pass a class index")
+            raise InvalidArgumentError(
+                f"target {target!r} is a name but the model has no categories; "
+                "pass a class index")
         if target not in categories:
             import difflib
 
             close = difflib.get_close_matches(target, categories, n=3)
-            raise ValueError(f"unknown class {target!r}" +
-                             (f"; did you mean {close}?" if close else "; see .categories"))
+            raise InvalidArgumentError(
+                f"unknown class {target!r}" +
+                (f"; did you mean {close}?" if close else "; see .categories"))
         return categories.index(target)
     if isinstance(target, bool) or not isinstance(target, numbers.Integral):
-        raise TypeError(f"target must be a class index, a class name or None, got {target!r}")
+        raise InvalidTypeError(
+            f"target must be a class index, a class name or None, got {target!r}")
     if not 0 <= target < classes:
-        raise ValueError(f"target {target} out of range: the model has {classes} classes")
+        raise InvalidArgumentError(f"target {target} out of range: the model has {classes} classes")
     return int(target)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from deconv.errors import InvalidArgumentError
 from deconv.plots.png import save_figure
 from deconv.plots.scaling import DISPLAY_PERCENTILE, scale_for_display
 
@@ -52,7 +53,7 @@ def method_grid(pictures: torch.Tensor, maps: Mapping[str, torch.Tensor],
     n, cols = pictures.shape[0], len(maps) + 1
     for name, m in maps.items():
         if m.shape[0] != n:
-            raise ValueError(f"{name}: {m.shape[0]} maps for {n} pictures")
+            raise InvalidArgumentError(f"{name}: {m.shape[0]} maps for {n} pictures")
     fig, axes = plt.subplots(n, cols, figsize=(1.25 * cols, 1.35 * n + 0.4), squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(pictures[i].permute(1, 2, 0).clamp(0, 1).cpu().numpy())

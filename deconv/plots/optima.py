@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from deconv.errors import InvalidArgumentError
 from deconv.plots.png import save_palette_png
 
 __all__ = ["save_image", "OptimaRow", "render_optima_sheet", "render_regularization_sheet"]
@@ -79,7 +80,7 @@ def render_optima_sheet(rows: Sequence[OptimaRow], path: str | Path, title: str 
     """One PNG: per feature map, positive optimum | negative optimum | top-9 projections |
     top-9 patches (the last two left blank, with a note, when no mining result is given)."""
     if not rows:
-        raise ValueError("no rows to draw")
+        raise InvalidArgumentError("no rows to draw")
     heads = ["positive optimum", "negative optimum", "top-9 projections", "top-9 patches"]
     top = 34 if title else 18
     width = label_width + 4 * (side + gap)
@@ -110,7 +111,8 @@ def render_regularization_sheet(images: Sequence[torch.Tensor], captions: Sequen
                                 gap: int = 8) -> Path:
     """One PNG: the same feature map optimized under each setting, left to right."""
     if len(images) != len(captions) or not images:
-        raise ValueError("give one caption (a list of lines) per image, at least one image")
+        raise InvalidArgumentError(
+            "give one caption (a list of lines) per image, at least one image")
     lines = max(len(c) for c in captions)
     top = 20 if title else 4
     canvas = Image.new("RGB", (len(images) * (side + gap) + gap,

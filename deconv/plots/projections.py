@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from deconv.errors import InvalidArgumentError
 from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display, to_display_image
 
 __all__ = ["crop_to_receptive_field", "draw_projections", "save_strongest_projections"]
@@ -41,8 +42,9 @@ def crop_to_receptive_field(image: torch.Tensor, field, y: int, x: int, pad: boo
     height, width = image.shape[-2:]
     expected = tuple(getattr(field, "input_size", (height, width)))
     if expected != (height, width):
-        raise ValueError(f"the receptive field was computed for input size {expected}, but the "
-                         f"image is {(height, width)}; recompute it with that input_size")
+        raise InvalidArgumentError(
+            f"the receptive field was computed for input size {expected}, but the "
+            f"image is {(height, width)}; recompute it with that input_size")
     top, left, bottom, right = field.box(int(y), int(x), clip=True)
     crop = image[..., top:bottom, left:right]
     if not pad:

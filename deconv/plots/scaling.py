@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from deconv.errors import InvalidArgumentError
 from deconv.validation import check_finite
 
 __all__ = ["DISPLAY_PERCENTILE", "robust_peak", "scale_for_display", "normalize_for_display",
@@ -33,7 +34,7 @@ _METHODS = ("symmetric", "minmax")
 
 def _check_percentile(percentile: float) -> None:
     if not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        raise InvalidArgumentError(f"percentile must be in (0, 100], got {percentile}")
 
 
 def robust_peak(values: torch.Tensor, percentile: float = DISPLAY_PERCENTILE,
@@ -56,7 +57,7 @@ def robust_peak(values: torch.Tensor, percentile: float = DISPLAY_PERCENTILE,
     """
     _check_percentile(percentile)
     if values.dim() != 2:
-        raise ValueError(f"values must be [groups, n], got shape {tuple(values.shape)}")
+        raise InvalidArgumentError(f"values must be [groups, n], got shape {tuple(values.shape)}")
     magnitude = values.detach().abs().double()
     if magnitude.shape[1] == 0:
         return torch.zeros(magnitude.shape[0], dtype=values.dtype)
@@ -82,7 +83,8 @@ def scale_for_display(maps: torch.Tensor, percentile: float = DISPLAY_PERCENTILE
     """
     _check_percentile(percentile)
     if maps.dim() < 2:
-        raise ValueError(f"maps must be [H, W] or [N, H, W], got shape {tuple(maps.shape)}")
+        raise InvalidArgumentError(
+            f"maps must be [H, W] or [N, H, W], got shape {tuple(maps.shape)}")
     flat = maps.detach().float().reshape(-1, maps.shape[-2] * maps.shape[-1])
     scale = robust_peak(flat, percentile)[:, None]
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -113,12 +115,12 @@ def normalize_for_display(projections: torch.Tensor, scale: str = "image",
         InvalidImageError: NaN or Inf values (a ``ValueError`` too).
     """
     if scale not in _SCALES:
-        raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}")
+        raise InvalidArgumentError(f"scale must be one of {_SCALES}, got {scale!r}")
     if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        raise InvalidArgumentError(f"method must be one of {_METHODS}, got {method!r}")
     if projections.dim() not in (3, 4):
-        raise ValueError(f"projections must be [K, C, H, W] or [C, H, W], got shape "
-                         f"{tuple(projections.shape)}")
+        raise InvalidArgumentError(f"projections must be [K, C, H, W] or [C, H, W], got shape "
+                                   f"{tuple(projections.shape)}")
     if percentile is not None:
         _check_percentile(percentile)
     check_finite("projections", projections)  # NaN would be drawn as flat grey, unnoticed
@@ -143,6 +145,6 @@ def normalize_for_display(projections: torch.Tensor, scale: str = "image",
 def to_display_image(image: torch.Tensor) -> np.ndarray:
     """A [C, H, W] tensor in [0, 1] as an ``H x W x C`` (or ``H x W`` for C = 1) numpy array."""
     if image.dim() != 3:
-        raise ValueError(f"expected one image [C, H, W], got shape {tuple(image.shape)}")
+        raise InvalidArgumentError(f"expected one image [C, H, W], got shape {tuple(image.shape)}")
     array = image.detach().cpu().float().permute(1, 2, 0).numpy()
     return array[..., 0] if array.shape[-1] == 1 else array
