@@ -1,8 +1,9 @@
 """What every occlusion engine shares: argument checks, the ``with`` lifetime, the naive fall-back.
 
 An engine (see :mod:`deconv.occlusion.engines`) derives from :class:`OcclusionEngine`, calls
-:meth:`OcclusionEngine._setup` first in its ``__init__`` and :meth:`OcclusionEngine._check_open`
-first in ``outputs``; ``close`` (also on leaving a ``with`` block) drops everything but the
+:meth:`OcclusionEngine._setup` first in its ``__init__`` (and sets ``incremental = False`` for a
+model it cannot run: :meth:`OcclusionEngine.outputs` then uses the naive forward) and implements
+``_outputs(boxes)``; ``close`` (also on leaving a ``with`` block) drops everything but the
 settings, so no cache outlives the sweep.
 """
 
@@ -27,6 +28,7 @@ class OcclusionEngine:
     """Base of the occlusion engines: checks, lifetime (``with``), and the naive fall-back."""
 
     closed = False
+    incremental = True  # False: the engine cannot run this model; outputs() runs it naively
 
     def _setup(self, model, image: torch.Tensor, fill, *, layer: str | None, reduce: str | None,
                batch_size: int, need_output: bool, max_fraction: float | None = None) -> None:
@@ -65,11 +67,28 @@ class OcclusionEngine:
             del self.__dict__[name]
         self.closed = True
 
-    def _check_open(self, boxes) -> torch.Tensor:
-        """``boxes`` checked (:func:`~deconv.occlusion.grid.check_boxes`), if not closed."""
+    def outputs(self, boxes) -> OcclusionOutputs:
+        """Model outputs (and the layer's, ``captured``) for each occluder window.
+
+        Args:
+            boxes (torch.Tensor): long ``[P, 4]`` windows ``(y0, y1, x0, x1)`` in input pixels,
+                end exclusive; parts outside the image are ignored.
+
+        Returns:
+            OcclusionOutputs: ``output [P, ...]`` (None with ``need_output=False``) and
+            ``captured`` (None without a layer), one row per window, in order.
+
+        Raises:
+            RuntimeError: the engine was closed.
+            ValueError: boxes not ``[P, 4]``.
+        """
         if self.closed:
             raise RuntimeError(f"this {type(self).__name__} was closed; build a new one")
-        return check_boxes(boxes)
+        boxes = check_boxes(boxes)
+        return self._outputs(boxes) if self.incremental else self._naive_outputs(boxes)
+
+    def _outputs(self, boxes: torch.Tensor) -> OcclusionOutputs:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _naive_outputs(self, boxes: torch.Tensor) -> OcclusionOutputs:
         """The naive batched forward (an engine's fall-back for a model it cannot run)."""

@@ -20,24 +20,25 @@ is true (``"incremental"``, then ``"graph"``), else ``"naive"`` with a warning s
 
 How to add an engine
 --------------------
-Write a class with this interface (see the two above) and add one line at the bottom of this
-file, ``register_occlusion_engine("name", YourEngine, auto=...)`` (an explicit entry, no import
-side effects)::
+Derive a class from :class:`~deconv.occlusion.engine_base.OcclusionEngine` (it gives the
+argument checks, the ``with`` lifetime, ``outputs`` and the naive fall-back) and add one line at
+the bottom of this file, ``register_occlusion_engine("name", YourEngine, auto=...)`` (an
+explicit entry, no import side effects)::
 
-    class YourEngine:
+    class YourEngine(OcclusionEngine):
         def __init__(self, model, image, fill, *, layer=None, reduce="sum", batch_size=32,
-                     need_output=True): ...
-            # model: nn.Module or anything with .model (module_of); image: [C, H, W] input;
-            # fill: number, [C] or [C, H, W] (deconv.occlusion.fills.make_fill turns it into an
-            # image); layer: module name or paper number (deconv.occlusion.naive.layer_name
-            # resolves it); reduce: "sum" ([P, C]) or None (whole output); need_output=False:
-            # output may be None (stop at the layer).
+                     need_output=True):
+            self._setup(model, image, fill, layer=layer_name(model, layer), reduce=reduce,
+                        batch_size=batch_size, need_output=need_output)
+            # then build the caches; set self.incremental = False to fall back to naive
         @staticmethod
         def supports(model) -> tuple[bool, str]: ...    # (True, "") or (False, why)
-        def __enter__(self): return self
-        def __exit__(self, *exc): ...                   # release every cache
-        def outputs(self, boxes) -> OcclusionOutputs: ...
-            # boxes: long [P, 4] (y0, y1, x0, x1), end exclusive; one row per box, in order
+        def _outputs(self, boxes) -> OcclusionOutputs: ...
+            # boxes: checked long [P, 4] (y0, y1, x0, x1), end exclusive; one row per box,
+            # in order; output None when not self.need_output
+
+Callers use ``with YourEngine(...) as engine: engine.outputs(boxes)``; leaving the block
+releases every cache (``close``).
 
 It must return the naive engine's numbers (to rounding); ``tests/test_incremental_occlusion.py``
 shows the float64 comparison to copy.

@@ -336,19 +336,8 @@ class GraphOcclusion(OcclusionEngine):
         return n, torch.clamp(torch.minimum(a, torch.full_like(a, size - n)), min=0)
 
     # ------------------------------------------------------------------ batches
-    def outputs(self, boxes) -> OcclusionOutputs:
-        """Model outputs (and the captured layer) for each occluder window.
-
-        Args:
-            boxes (torch.Tensor): long ``[P, 4]`` windows ``(y0, y1, x0, x1)`` in input pixels,
-                end exclusive; parts outside the image are ignored.
-
-        Returns:
-            OcclusionOutputs: ``output [P, ...]`` and ``captured`` (or None).
-        """
-        boxes = self._check_open(boxes)
-        if not self.incremental:
-            return self._naive_outputs(boxes)
+    def _outputs(self, boxes: torch.Tensor) -> OcclusionOutputs:
+        """:meth:`OcclusionEngine.outputs` for a model this engine runs incrementally."""
         regions = self._regions(boxes)
         order = self._order(regions, len(boxes))
         outs, caps = [], []

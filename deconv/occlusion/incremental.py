@@ -410,19 +410,8 @@ class IncrementalOcclusion(OcclusionEngine):
                 cache.lo = keep_from if len(kept) else new_lo
 
     # ------------------------------------------------------------------ batches
-    def outputs(self, boxes) -> OcclusionOutputs:
-        """Model outputs (and the captured layer) for each occluder window.
-
-        Args:
-            boxes (torch.Tensor): long ``[P, 4]`` windows ``(y0, y1, x0, x1)`` in input pixels,
-                end exclusive; parts outside the image are ignored.
-
-        Returns:
-            OcclusionOutputs: ``output [P, ...]`` and ``captured`` (or None).
-        """
-        boxes = self._check_open(boxes)
-        if not self.incremental:
-            return self._naive_outputs(boxes)
+    def _outputs(self, boxes: torch.Tensor) -> OcclusionOutputs:
+        """:meth:`OcclusionEngine.outputs` for a model this engine runs incrementally."""
         order = self._order(boxes) if len(boxes) > self.batch_size else None
         ordered = boxes if order is None else boxes[order]
         outs, caps, pending = [], [], []

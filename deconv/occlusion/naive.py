@@ -123,16 +123,8 @@ class NaiveOcclusion(OcclusionEngine):
         """Every model: ``(True, "")``."""
         return True, ""
 
-    def outputs(self, boxes) -> OcclusionOutputs:
-        """Model outputs (and the captured layer) for each occluder window.
-
-        Args:
-            boxes (torch.Tensor): long ``[P, 4]`` windows ``(y0, y1, x0, x1)``, end exclusive.
-
-        Returns:
-            OcclusionOutputs: one row per window.
-        """
-        boxes = self._check_open(boxes)
+    def _outputs(self, boxes: torch.Tensor) -> OcclusionOutputs:
+        """One batched forward of the occluded images per ``batch_size`` windows."""
         outputs, captured = [], []
         for start in range(0, len(boxes), self.batch_size):
             batch = occlude_images(self.image, self.fill, boxes[start:start + self.batch_size])
