@@ -92,7 +92,8 @@ __all__ = [
     "register_method",
 ]
 
-# Names exported here before the public API was narrowed: name -> the module that has it.
+# Names exported here before the public API was narrowed: name -> the module that has it
+# ("module:new_name" where it was renamed there too).
 _MOVED = {
     "ZFNet": "deconv.zoo",
     "ZFNetConfig": "deconv.zoo",
@@ -106,7 +107,7 @@ _MOVED = {
     "map_grid": "deconv.activations",
     "sparsity": "deconv.activations",
     "DrillDownResult": "deconv.occlusion",
-    "occlusion_methods": "deconv.occlusion",
+    "occlusion_methods": "deconv.occlusion:occlusion_engines",
     "register_occlusion_engine": "deconv.occlusion",
     "face_images": "deconv.correspondence",
     "sign_hamming": "deconv.correspondence",
@@ -137,8 +138,10 @@ _MOVED = {
 def __getattr__(name: str) -> object:
     """Old root names (with a DeprecationWarning) and subpackages not yet imported."""
     if name in _MOVED:
-        _warn_deprecated(f"deconv.{name}", f"import it from {_MOVED[name]}")
-        return getattr(_importlib.import_module(_MOVED[name]), name)
+        home, _, new = _MOVED[name].partition(":")
+        _warn_deprecated(f"deconv.{name}", f"import {new} from {home}" if new else
+                         f"import it from {home}")
+        return getattr(_importlib.import_module(home), new or name)
     try:
         return _importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as exc:
