@@ -193,7 +193,7 @@ def _draw_maps(path: Path, loaded, raw: torch.Tensor, targets: torch.Tensor, che
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deconv.methods import scale_for_display
+    from deconv.plots import scale_for_display
 
     shown = [0, 1]
     steps = check.steps
