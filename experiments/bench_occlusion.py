@@ -120,7 +120,7 @@ def _boxes(size: int, patch: int, stride: int):
 def _worker(spec: dict, out: str) -> None:
     torch, model, image, target, p0, model_rss, reset = _setup(spec)
     from deconv.occlusion.approximate import drill_down_map
-    from deconv.occlusion.graph_engine import make_incremental_engine
+    from deconv.occlusion.engines import make_incremental_engine
     from deconv.occlusion.naive import naive_occlusion_outputs
 
     method = spec["method"]

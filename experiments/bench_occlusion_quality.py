@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from deconv import drill_down_map, load_model
-from deconv.occlusion.graph_engine import make_incremental_engine
+from deconv.occlusion.engines import make_incremental_engine
 from deconv.occlusion.grid import occluder_boxes, window_average
 from deconv.samples import sample_images
 

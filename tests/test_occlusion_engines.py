@@ -99,3 +99,22 @@ def test_occlude_command_engine_choices_come_from_the_registry():
     sub = parser._subparsers._group_actions[0].choices["occlude"]
     engine = next(a for a in sub._actions if a.dest == "engine")
     assert list(engine.choices) == ["auto", *occlusion_engines()]
+
+
+def test_make_incremental_engine_takes_the_first_supporting_auto_engine():
+    from deconv.occlusion.engines import make_incremental_engine
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return (self.conv(x) + x).flatten(1)
+
+    chain = make_incremental_engine(_chain(), _image(), 0.0, bands=False, batch_size=4)
+    graph = make_incremental_engine(Residual().double().eval(), _image(), 0.0, bands=False)
+    assert type(chain) is IncrementalOcclusion and type(graph) is GraphOcclusion
+    with pytest.warns(DeprecationWarning, match="deconv.occlusion.engines"):
+        from deconv.occlusion.graph_engine import make_incremental_engine as old
+    assert old is make_incremental_engine

@@ -55,8 +55,9 @@ from deconv.occlusion.incremental import IncrementalOcclusion
 from deconv.occlusion.naive import NaiveOcclusion, capture_layer_output
 from deconv.occlusion.outputs import OcclusionOutputs
 
-__all__ = ["OcclusionOutputs", "build_engine", "evaluate_occluded", "occlusion_engines",
-           "register_occlusion_engine", "resolve_engine", "capture_layer_output"]
+__all__ = ["OcclusionOutputs", "build_engine", "capture_layer_output", "evaluate_occluded",
+           "make_incremental_engine", "occlusion_engines", "register_occlusion_engine",
+           "resolve_engine"]
 
 _ENGINES: dict[str, type] = {}
 _AUTO: list[str] = []  # tried in order by engine="auto"; "naive" is the fall-back
@@ -140,6 +141,32 @@ def build_engine(engine: str, model, image, fill, *, layer: str | int | None = N
     cls = _ENGINES[resolve_engine(engine, model)]
     return cls(model, image, fill, layer=layer, reduce=reduce, batch_size=batch_size,
                need_output=need_output)
+
+
+def make_incremental_engine(model, image, fill=0.0, **settings):
+    """The exact incremental engine for ``model``: the first ``auto`` engine that supports it.
+
+    ``"incremental"`` (conv/pool chains such as VGG and AlexNet: row bands of the large layers,
+    a low-memory mode) where it applies, else ``"graph"`` (any traceable graph; it falls back to
+    the naive forward itself, with a warning). Both give the naive sweep's numbers.
+
+    Args:
+        model (nn.Module | LoadedModel): the network, in eval mode.
+        image (torch.Tensor): model input ``[C, H, W]``.
+        fill (float | torch.Tensor): the occluder's value(s).
+        **settings: keyword arguments of the engine (``layer``, ``batch_size``,
+            ``max_fraction``, ``compute_dtype``, ...); those the chosen engine does not take
+            (``bands``, ``low_memory`` for the graph engine) are dropped.
+
+    Returns:
+        IncrementalOcclusion | GraphOcclusion: the engine (enter it with ``with``).
+    """
+    import inspect
+
+    name = next((n for n in _AUTO if _ENGINES[n].supports(model)[0]), _AUTO[-1])
+    cls = _ENGINES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(model, image, fill, **{k: v for k, v in settings.items() if k in accepted})
 
 
 def evaluate_occluded(model, image, fill, boxes, *, layer: str | None = None,

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from deconv._deprecation import deprecated_names
 from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of, resolve_layer
 from deconv.occlusion.engine_base import OcclusionEngine
@@ -49,7 +50,7 @@ from deconv.occlusion.incremental_plan import IncrementalPlanError, affected_ran
 from deconv.occlusion.naive import naive_occlusion_outputs
 from deconv.occlusion.outputs import OcclusionOutputs
 
-__all__ = ["GraphOcclusion", "supports_graph", "make_incremental_engine"]
+__all__ = ["GraphOcclusion", "supports_graph"]
 
 Region = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # r0, r1, c0, c1 [N]
 
@@ -556,29 +557,8 @@ def _avg_args(pool: nn.AvgPool2d) -> dict:
             "divisor_override": pool.divisor_override}
 
 
-def make_incremental_engine(model, image: torch.Tensor, fill=0.0, **settings):
-    """The exact incremental engine for ``model``: the chain engine where it applies, else this one.
-
-    The chain engine (:class:`~deconv.occlusion.incremental.IncrementalOcclusion`: conv/pool
-    chains such as VGG and AlexNet) keeps row bands of its large layers and has a low-memory
-    mode; :class:`GraphOcclusion` runs any traceable graph. Both give the naive sweep's numbers.
-
-    Args:
-        model (nn.Module | LoadedModel): the network, in eval mode.
-        image (torch.Tensor): model input ``[C, H, W]``.
-        fill (float | torch.Tensor): the occluder's value(s).
-        **settings: keyword arguments of the engine (``layer``, ``batch_size``,
-            ``max_fraction``, ``compute_dtype``, ...); ``bands`` and ``low_memory`` apply to
-            the chain engine only and are dropped for the graph engine.
-
-    Returns:
-        IncrementalOcclusion | GraphOcclusion: the engine.
-    """
-    from deconv.occlusion.incremental import IncrementalOcclusion, supports
-
-    if supports(model)[0]:
-        return IncrementalOcclusion(model, image, fill, **settings)
-    for chain_only in ("bands", "low_memory"):
-        settings.pop(chain_only, None)
-    return GraphOcclusion(model, image, fill, **settings)
-
+# Choosing between the incremental engines is the registry's decision (deconv.occlusion.engines).
+__getattr__ = deprecated_names(__name__, {
+    "make_incremental_engine": ("import it from deconv.occlusion.engines",
+                                "deconv.occlusion.engines:make_incremental_engine"),
+})
