@@ -390,8 +390,11 @@ class _GenericRun(ProjectionRun):
         height, width = self.images.shape[-2:]
         top, left, bottom, right = plan.origins(seeds.y, seeds.x, (height, width))
         shapes = torch.stack([bottom - top, right - left], dim=1)
-        # crops are small: send as many down together as chunk_size full images would hold
-        per_batch = chunk_size * max(1, (height * width) // (plan.extent[0] * plan.extent[1]))
+        # crops are small: up to 4 x chunk_size of them together (at most the memory of
+        # chunk_size full images; the forward activations of a crop batch are kept for its
+        # backward)
+        ratio = (height * width) // (plan.extent[0] * plan.extent[1])
+        per_batch = chunk_size * max(1, min(4, ratio))
         for shape in torch.unique(shapes, dim=0):
             rows = torch.nonzero((shapes == shape).all(dim=1)).flatten()
             for start in range(0, len(rows), per_batch):
