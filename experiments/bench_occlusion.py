@@ -148,17 +148,17 @@ def _worker(spec: dict, out: str) -> None:
                                                   batch_size=spec["batch_size"]))
             positions = len(subset)
         elif method == "incremental":
-            engine = make_incremental_engine(model, image, 0.0, batch_size=spec["batch_size"],
-                                             low_memory=spec.get("low_memory", False))
-            values = prob(engine.outputs(boxes))
+            with make_incremental_engine(model, image, 0.0, batch_size=spec["batch_size"],
+                                         low_memory=spec.get("low_memory", False)) as engine:
+                values = prob(engine.outputs(boxes))
+                result["work"] = engine.work
+                result["engine"] = type(engine).__name__
             positions = len(boxes)
-            result["work"] = engine.work
-            result["engine"] = type(engine).__name__
         else:
-            engine = make_incremental_engine(model, image, 0.0, batch_size=spec["batch_size"],
-                                             max_fraction=spec["max_fraction"])
-            drill = drill_down_map(engine, boxes, (rows, cols), prob, coarse=spec["coarse"],
-                                   refine=spec["refine"])
+            with make_incremental_engine(model, image, 0.0, batch_size=spec["batch_size"],
+                                         max_fraction=spec["max_fraction"]) as engine:
+                drill = drill_down_map(engine, boxes, (rows, cols), prob,
+                                       coarse=spec["coarse"], refine=spec["refine"])
             values = drill.grid.reshape(-1)
             positions = len(boxes)
             result["evaluated_fraction"] = drill.evaluated_fraction

@@ -319,3 +319,21 @@ def test_in_place_write_into_a_view_read_again_is_refused():
 
     ok, reason = supports_graph(ViewWrite().eval())
     assert not ok and "view" in reason
+
+
+def test_make_incremental_engine_picks_the_chain_engine_where_it_applies():
+    from deconv.occlusion.graph_engine import make_incremental_engine
+    from deconv.occlusion.incremental import IncrementalOcclusion
+
+    chain = _random_stats(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 64, 3)))
+    image = torch.randn(3, 16, 16, dtype=torch.float64)
+    with make_incremental_engine(chain, image, 0.0, low_memory=True) as engine:
+        assert isinstance(engine, IncrementalOcclusion)
+    residual = _random_stats(tvm.resnet18(num_classes=3))
+    with make_incremental_engine(residual, image, 0.0, low_memory=True, bands=False) as engine:
+        assert isinstance(engine, GraphOcclusion)
+        boxes = _boxes(16, 16, (4,), 6)
+        got = engine.outputs(boxes).output
+    want = naive_occlusion_outputs(residual, image, 0.0, boxes).output
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL64)
