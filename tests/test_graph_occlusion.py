@@ -322,7 +322,7 @@ def test_in_place_write_into_a_view_read_again_is_refused():
 
 
 def test_make_incremental_engine_picks_the_chain_engine_where_it_applies():
-    from deconv.occlusion.graph_engine import make_incremental_engine
+    from deconv.occlusion.engines import make_incremental_engine
     from deconv.occlusion.incremental import IncrementalOcclusion
 
     chain = _random_stats(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
