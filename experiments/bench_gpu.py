@@ -145,7 +145,7 @@ def _occlusion_one(name: str, device: torch.device, size: int, patch: int, strid
                    batch_size: int) -> dict:
     from captum.attr import Occlusion
 
-    from deconv.occlusion import occlusion_methods, occlusion_sweep
+    from deconv.occlusion import occlusion_engines, occlusion_sweep
 
     model, image = _occlusion_model(name, device, size)
     with torch.no_grad():
@@ -157,11 +157,11 @@ def _occlusion_one(name: str, device: torch.device, size: int, patch: int, strid
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a fall-back is recorded, not shown
             return occlusion_sweep(model, image, patch=patch, stride=stride, fill=0.0,
-                                   target=target, batch_size=batch_size, method=method,
+                                   target=target, batch_size=batch_size, engine=method,
                                    progress=False)
 
     reference = None
-    for method in occlusion_methods():
+    for method in occlusion_engines():
         try:
             sweep(method)  # warm-up
             result, seconds = _timed(lambda m=method: sweep(m), device)
