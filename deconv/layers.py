@@ -33,7 +33,7 @@ from deconv.model_state import eval_mode, registered_hooks
 
 __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names", "resolve_layer",
            "get_layer", "paper_layers_of", "register_paper_layers", "capture_outputs",
-           "MODULE_PREFIX", "LAYER_RULE", "ModuleName"]
+           "MODULE_PREFIX", "LAYER_RULE", "ModuleName", "check_tapped"]
 
 # module -> {paper layer number: module name}; weak, so a registered module can still be freed.
 _PAPER_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[int, str]] = weakref.WeakKeyDictionary()
@@ -189,6 +189,38 @@ def get_layer(model, layer: str | int) -> nn.Module:
     return module_of(model).get_submodule(resolve_layer(model, layer))
 
 
+def check_tapped(name: str, module: nn.Module, value, seen: bool, what: str = "output"
+                 ) -> torch.Tensor:
+    """The one check of what a hook reads from a layer: the module ran once, gave one tensor.
+
+    Every hook that reads a layer (activation capture, mining taps, optimization taps, the
+    occlusion sweep's feature layer) calls this first, so "its output" always means the same.
+
+    Args:
+        name (str): the module's name.
+        module (nn.Module): the module the hook sits on.
+        value: what the hook got (the module's output, or its input for an input tap).
+        seen (bool): whether this forward already read the module once.
+        what (str): ``"output"`` or ``"input"``, for the messages.
+
+    Returns:
+        torch.Tensor: ``value``.
+
+    Raises:
+        ReusedModuleError: the module runs a second time in one forward (a shared ReLU).
+        InvalidTypeError: ``value`` is not a tensor.
+    """
+    if seen:
+        raise ReusedModuleError(
+            f"module {name!r} ({type(module).__name__}) runs more than once per forward pass, "
+            f"so its {what} is ambiguous; use a module that runs once (e.g. the block that "
+            f"contains it)")
+    if not isinstance(value, torch.Tensor):
+        raise InvalidTypeError(f"the {what} of layer {name!r} is {type(value).__name__}, not a "
+                               f"tensor; choose a module whose {what} is one tensor")
+    return value
+
+
 @torch.no_grad()
 def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
@@ -213,10 +245,8 @@ def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
     store: dict[str, torch.Tensor] = {}
 
     def hook_for(name: str):
-        def hook(_module, _inputs, output):
-            if name in store:
-                raise ReusedModuleError(f"module {name!r} runs more than once per forward")
-            out = output.detach()
+        def hook(module, _inputs, output):
+            out = check_tapped(name, module, output, name in store).detach()
             store[name] = (out.reshape(out.shape[0], -1) if flatten else out).clone()
         return hook
 

@@ -102,3 +102,19 @@ def test_register_paper_layers_checks_names_and_is_weak():
     del net
     gc.collect()
     assert alive() is None  # the registry does not keep the module alive
+
+
+def test_every_hook_reads_a_layer_through_one_check(model_guard):
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), Pair())
+    guard = model_guard(model)
+    with pytest.raises(TypeError, match="'1' is tuple, not a tensor"):
+        deconv.layers.capture_outputs(model, torch.zeros(1, 3, 4, 4), ["1"])
+    from deconv.mining import mine_top_k
+
+    with pytest.raises(TypeError, match="'1' is tuple, not a tensor"):
+        mine_top_k(model, torch.zeros(2, 3, 4, 4), ["1"], k=1, progress=False)
+    guard.check()

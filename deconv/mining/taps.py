@@ -13,8 +13,8 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
-from deconv.errors import InvalidArgumentError, InvalidTypeError, LayerNotRunError
-from deconv.layers import ReusedModuleError, module_of, resolve_layer
+from deconv.errors import InvalidArgumentError, LayerNotRunError
+from deconv.layers import ReusedModuleError, check_tapped, module_of, resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
 
 __all__ = ["LayerTaps", "ReusedModuleError"]
@@ -71,15 +71,7 @@ class LayerTaps:
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs, output) -> None:
-            if name in self._fired:
-                raise ReusedModuleError(
-                    f"module {name!r} ({type(module).__name__}) runs more than once per forward "
-                    f"pass, so its output is ambiguous; tap a module that runs once (e.g. the "
-                    f"block that contains it)")
-            if not isinstance(output, torch.Tensor):
-                raise InvalidTypeError(
-                    f"layer {name!r} returns {type(output).__name__}, not a tensor; "
-                    f"choose a module whose output is a single tensor")
+            check_tapped(name, module, output, name in self._fired)
             self._fired.add(name)
             self.reducer(name, output)
             self._reduced += 1

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from deconv._deprecation import warn_deprecated
-from deconv.errors import InvalidArgumentError, InvalidTypeError, ReusedModuleError
-from deconv.layers import resolve_layer
+from deconv.errors import InvalidArgumentError, InvalidTypeError
+from deconv.layers import check_tapped, resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
 from deconv.occlusion.engine_base import OcclusionEngine
 from deconv.occlusion.fills import occlude_images
@@ -55,11 +55,9 @@ def forward_capturing(module: nn.Module, batch: torch.Tensor, capture: str | Non
     """
     seen: list[torch.Tensor] = []
 
-    def hook(_module, _inputs, output):
-        if seen:  # the sweep's full forward of the base image finds this before any window
-            raise ReusedModuleError(
-                f"module {capture!r} runs more than once per forward (e.g. a shared ReLU), so "
-                f"its feature map is ambiguous; choose a module that runs once")
+    def hook(module, _inputs, output):
+        # the sweep's full forward of the base image finds a reused module before any window
+        check_tapped(capture, module, output, bool(seen))
         seen.append(reduce_capture(output, reduce))  # now: an inplace op may change it later
         if not need_output:
             raise StopForward

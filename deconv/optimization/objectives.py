@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from deconv.errors import InvalidArgumentError, InvalidTypeError, LayerNotRunError
-from deconv.layers import ReusedModuleError, module_of, resolve_layer
+from deconv.layers import ReusedModuleError, check_tapped, module_of, resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
 
 __all__ = ["Objective", "Tap", "ActivationCapture", "ReusedModuleError", "neuron", "channel",
@@ -358,14 +358,7 @@ class ActivationCapture:
         self._state.close()
 
     def _store(self, tap: Tap, module: nn.Module, tensor) -> None:
-        if tap in self.tensors:
-            raise ReusedModuleError(
-                f"module {self.names[tap]!r} ({type(module).__name__}) runs more than once per "
-                f"forward pass, so its {tap.where} is ambiguous; tap a module that runs once")
-        if not isinstance(tensor, torch.Tensor):
-            raise InvalidTypeError(
-                f"the {tap.where} of layer {self.names[tap]!r} is "
-                       f"{type(tensor).__name__}, not a tensor; choose another module")
+        check_tapped(self.names[tap], module, tensor, tap in self.tensors, tap.where)
         self.tensors[tap] = tensor.clone()
         if self.stop_early and len(self.tensors) == len(self.module_taps):
             raise StopForward
