@@ -200,7 +200,11 @@ def _occlusion_one(name: str, device: torch.device, size: int, patch: int, strid
 
 
 def nccl_check(device: torch.device, quick: bool) -> dict:
-    """Run the distributed-mining worker under torchrun; NCCL on CUDA, Gloo on the CPU."""
+    """Run the distributed-mining worker under torchrun; NCCL on CUDA, Gloo on the CPU.
+
+    One rank per GPU (NCCL refuses two ranks on one device); with a single GPU the group has
+    one rank, so the merge is trivial but the NCCL session and the CUDA path still run.
+    """
     processes = max(1, torch.cuda.device_count()) if device.type == "cuda" else 2
     backend = "nccl" if device.type == "cuda" else "gloo"
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,6 +223,7 @@ def nccl_check(device: torch.device, quick: bool) -> dict:
                     "returncode": done.returncode, "stderr_tail": done.stderr[-2000:]}
         record = json.loads(out.read_text())
     record.update({"backend": backend, "processes": processes, "wall_seconds": seconds,
+                   "collectives_across_ranks": processes > 1,
                    "command": "torchrun --standalone --nproc-per-node=N "
                               "experiments/bench_gpu.py --distributed-worker ..."})
     print(f"torchrun {backend} x{processes}: identical to one process: {record['ok']}",
@@ -228,13 +233,24 @@ def nccl_check(device: torch.device, quick: bool) -> dict:
 
 def _distributed_worker(args) -> None:
     """One torchrun rank: mine its shard, merge on rank 0, compare with one process there."""
+    n, size = (16, 64) if args.quick else (256, 224)
+    images = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    own_group = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if own_group:  # one GPU: a one-rank group, so that the session still runs on the backend
+        torch.distributed.init_process_group(args.backend, init_method="env://")
+    try:
+        _mine_and_compare(args, images, n, size)
+    finally:
+        if own_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _mine_and_compare(args, images: torch.Tensor, n: int, size: int) -> None:
     import deconv
     from deconv.distributed import distributed_session
     from deconv.mining import mine_top_k
     from deconv.mining.distributed import mine_top_k_distributed
 
-    n, size = (16, 64) if args.quick else (256, 224)
-    images = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     with distributed_session(device=args.device, backend=args.backend) as context:
         loaded = deconv.load_model("hed-vgg16", device=context.device)
         layers = sorted(loaded.layers)
