@@ -9,7 +9,8 @@ Two engines with one API (``project``, ``project_feature_map``, ``top_units``,
   receptive field.
 * :class:`GenericDeconvnet`: the same projection by autograd with a ReLU backward rule
   (``"deconvnet"``, ``"guided"``, ``"gradient"``) for any architecture (residual adds,
-  functional, inplace, reused ReLUs, ReLU6).
+  functional, inplace, reused ReLUs, ReLU6); one forward pass per image and one backward pass
+  per unit, on receptive-field crops where they are small and exact.
 
 :func:`deconvnet_for` is the one place that chooses between them; :func:`project_strongest`
 finds and projects the strongest units of a layer. Pictures of projections are drawn by

@@ -20,8 +20,10 @@ layer's stride, so every map of the crop lies on the full image's grid) and forw
 run on the crops, many units in one batch. This needs a prefix of the network whose units form a
 regular grid over the input (:func:`deconv.receptive_field.receptive_field` says so; global
 pools, norms over space or attention refuse it) and is checked once per layer and input size
-against the full image's activations; otherwise the full image is used. The forward stops at
-the layer.
+against the full image's activations; otherwise the full image is used. For the deconvnet rule
+on a layer reached by a chain the explicit engine supports, the projection goes down that
+engine's way instead (same numbers; each unit only through its receptive-field window), unless
+``windowed=False``. The forward stops at the layer.
 """
 
 from __future__ import annotations
