@@ -23,6 +23,7 @@ from deconv.errors import InvalidArgumentError
 from deconv.layers import module_of, resolve_layer
 from deconv.mining.sources import iter_batches
 from deconv.mining.taps import LayerTaps
+from deconv.validation import check_finite
 
 __all__ = ["feature_maps", "sparsity", "map_grid", "first_conv", "filter_grid", "tile_images",
            "DeadMapCounts", "DeadMapStats", "dead_feature_maps", "dead_filters", "dead_map_counts",
@@ -42,6 +43,7 @@ def feature_maps(model, image: torch.Tensor, layer: str | int) -> torch.Tensor:
         image = image[None]
     if image.ndim != 4 or image.shape[0] != 1:
         raise InvalidArgumentError(f"give one image [3, H, W], got shape {tuple(image.shape)}")
+    check_finite("image", image)
     name = resolve_layer(model, layer)
     captured: list[torch.Tensor] = []
     param = next(module_of(model).parameters(), None)

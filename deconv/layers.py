@@ -240,7 +240,10 @@ def capture_outputs(model, images: torch.Tensor, layers, flatten: bool = True
         UnknownLayerError: a bad layer. ReusedModuleError: a layer runs more than once.
         RuntimeError: a layer is not run by the forward pass.
     """
+    from deconv.validation import check_images
+
     module = module_of(model)
+    check_images(images, model)
     names = [resolve_layer(model, layer) for layer in layers]
     store: dict[str, torch.Tensor] = {}
 
