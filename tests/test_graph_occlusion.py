@@ -112,7 +112,7 @@ FAMILIES = {
     "efficientnet_b0": (lambda: tvm.efficientnet_b0(num_classes=10), 40, 0.0),
     "regnet_x": (lambda: tvm.regnet_x_400mf(num_classes=10), 40, 0.9),
     "regnet_y": (lambda: tvm.regnet_y_400mf(num_classes=10), 40, 0.0),
-    "convnext": (_small_convnext, 40, 0.0),
+    "convnext": (_small_convnext, 40, 0.6),
 }
 
 
@@ -147,6 +147,13 @@ def test_resnet_captures_a_container_and_a_leaf_whole_or_summed():
     model = _random_stats(tvm.resnet18(num_classes=10))
     _check(model, 32, sizes=(6,), stride=7, layer="layer2")
     _check(model, 32, sizes=(6,), stride=7, layer="layer1.1.conv2", reduce=None)
+
+
+def test_convnext_channels_last_blocks_are_windowed_and_captured():
+    model = _random_stats(_small_convnext())
+    engine = _check(model, 32, sizes=(6,), stride=9, layer="features.1.0.block.3")  # a Linear
+    assert engine.rules[engine._capture_node].layout == "nhwc"
+    assert engine._capture_node in engine.windowed
 
 
 def test_patch_and_stride_sizes_including_whole_image():

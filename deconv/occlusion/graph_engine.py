@@ -194,7 +194,10 @@ class GraphOcclusion(OcclusionEngine):
                 x = clean[source]
                 if any(pads):
                     x = F.pad(x, pads, value=value)
-                stores[key] = _Store(_flat(x), x.shape[-1], pads[2], pads[0])
+                if self.rules[source].layout == "nhwc":  # [1, H, W, C] already
+                    stores[key] = _Store(x[0].reshape(-1, x.shape[-1]), x.shape[2], 0, 0)
+                else:
+                    stores[key] = _Store(_flat(x), x.shape[-1], pads[2], pads[0])
             self._store_of[(user, source)] = key
 
         for name, rule in self.rules.items():
@@ -209,7 +212,7 @@ class GraphOcclusion(OcclusionEngine):
                 store("output", node.name)
         if self._capture_node in self.windowed:
             store("capture", self._capture_node)
-            self._capture_total = clean[self._capture_node][0].to(torch.float64).sum((1, 2))
+            self._capture_total = clean[self._capture_node][0].to(torch.float64).sum((-2, -1))
         self.stores = stores
         self._divisors = {name: self._avg_divisor(rule) for name, rule in self.rules.items()
                           if name in self.windowed and rule.kind == "spatial"
@@ -229,7 +232,7 @@ class GraphOcclusion(OcclusionEngine):
                     "module": "Conv2d", "windowed": name in self.windowed,
                     "macs_per_output": m.out_channels * (m.in_channels // m.groups)
                     * m.kernel_size[0] * m.kernel_size[1],
-                    "full_outputs": rule.shape[-2] * rule.shape[-1],
+                    "full_outputs": math.prod(rule.spatial_size),
                     "window_outputs": 0, "region_outputs": 0, "positions": 0}
         plan.clean = {}  # the stores keep what the sweep needs
 
@@ -313,7 +316,7 @@ class GraphOcclusion(OcclusionEngine):
                     bounds.append(values.min(0).values if k % 2 == 0 else values.max(0).values)
                 empty = torch.stack([_empty(p) for p in parts]).all(0)
                 region = tuple(torch.where(empty, 0, v) for v in bounds)
-                region = self._cut(region, *rule.shape[-2:])
+                region = self._cut(region, *rule.spatial_size)
             regions[name] = region
         return regions
 
@@ -405,7 +408,7 @@ class GraphOcclusion(OcclusionEngine):
 
     def _windowed(self, rule: NodeRule, env: dict, region: Region) -> _Win:
         name = rule.node.name
-        h, w = rule.shape[-2:]
+        h, w = rule.spatial_size
         n_r, top = self._window(region[0], region[1], h)
         n_c, left = self._window(region[2], region[3], w)
         self._count(name, region, len(top), n_r * n_c)
@@ -415,10 +418,10 @@ class GraphOcclusion(OcclusionEngine):
             source = env[rule.sources[0].name]
             if rule.identity:
                 return source
-            look = self._arg(env, name, lambda n: _nchw(env[n.name].values))
+            look = self._arg(env, name, lambda n: self._logical(n.name, env[n.name].values))
             y = rule.call(fx.node.map_arg(rule.node.args, look),
                           fx.node.map_arg(rule.node.kwargs, look))
-            return _Win(_nhwc(y), source.top, source.left)
+            return _Win(self._stored(rule, y), source.top, source.left)
         if rule.kind == "spatial":
             source_name = rule.sources[0].name
             op = rule.spatial
@@ -437,10 +440,19 @@ class GraphOcclusion(OcclusionEngine):
             elif source.name not in gathered:
                 gathered[source.name] = self._gather(self._store_of[(name, source.name)],
                                                      value, top, n_r, left, n_c)
-        look = self._arg(env, name, lambda n: _nchw(gathered[n.name]))
+        look = self._arg(env, name, lambda n: self._logical(n.name, gathered[n.name]))
         y = rule.call(fx.node.map_arg(rule.node.args, look),
                       fx.node.map_arg(rule.node.kwargs, look))
-        return _Win(_nhwc(y), top, left)
+        return _Win(self._stored(rule, y), top, left)
+
+    def _logical(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        """Stored windows ``[P, h, w, C]`` as the node's tensor (``[P, C, h, w]`` in NCHW)."""
+        return values if self.rules[name].layout == "nhwc" else _nchw(values)
+
+    @staticmethod
+    def _stored(rule: NodeRule, y: torch.Tensor) -> torch.Tensor:
+        """A node's windowed output as stored: ``[P, h, w, C]`` contiguous."""
+        return y.contiguous() if rule.layout == "nhwc" else _nhwc(y)
 
     def _count(self, name: str, region: Region, positions: int, window: int) -> None:
         work = self.work.get(f"{name}:{self.rules[name].node.target}")
@@ -509,10 +521,10 @@ class GraphOcclusion(OcclusionEngine):
         """A windowed value as whole tensors ``[P, C, H, W]`` (cached map, window pasted)."""
         if not isinstance(value, _Win):
             return value
-        shape = self.rules[name].shape
+        h, w = self.rules[name].spatial_size
         zeros = torch.zeros(len(value.top), dtype=torch.long)
-        return _nchw(self._gather(self._store_of[(user, name)], value, zeros, shape[-2], zeros,
-                                  shape[-1]))
+        return self._logical(name, self._gather(self._store_of[(user, name)], value, zeros, h,
+                                                zeros, w))
 
     def _full_node(self, rule: NodeRule, env: dict, count: int):
         name = rule.node.name
@@ -529,9 +541,8 @@ class GraphOcclusion(OcclusionEngine):
     def _captured(self, value) -> torch.Tensor:
         if not isinstance(value, _Win):
             return self._reduced(value)
-        if self.reduce is None:
-            return self._materialize(self._capture_node, value, "capture").to(
-                self.out_dtype).contiguous()
+        if self.reduce is None or self.rules[self._capture_node].layout == "nhwc":
+            return self._reduced(self._materialize(self._capture_node, value, "capture"))
         store = self.stores[self._store_of[("capture", self._capture_node)]]
         p, m_r, m_c, c = value.values.shape
         w = store.width

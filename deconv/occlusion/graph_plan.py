@@ -12,6 +12,8 @@ through it:
   stride, dilation, groups or padding, ``"same"`` included; ``MaxPool2d``/``AvgPool2d``, also as
   functions; constant ``F.pad`` and the zoo's TensorFlow ``SamePad2d``): the region grows by the
   kernel span and shrinks by the stride (:func:`~deconv.occlusion.incremental_plan.affected_range`).
+* channels-last blocks: between ``permute(0, 2, 3, 1)`` and its inverse, ``LayerNorm`` over
+  channels, ``Linear`` and element-wise ops are pointwise too (ConvNeXt);
 * ``"merge"``: element-wise ops of several tensors of the same size (a residual ``add``, a
   ``mul``) and ``torch.cat`` along channels: the region is the bounding box of the inputs'.
 * ``"full"``: anything else (a global or adaptive pool, a squeeze-excitation gate's broadcast
@@ -102,6 +104,8 @@ class NodeRule:
             that keeps the size).
         shape (tuple[int, ...] | None): shape of the unoccluded output (a tensor's).
         reason (str): why a ``"full"`` node is run in full.
+        layout (str): ``"nchw"``, or ``"nhwc"`` between ``permute(0, 2, 3, 1)`` and its inverse
+            (ConvNeXt's channels-last ``LayerNorm`` and ``Linear`` blocks).
     """
 
     node: fx.Node
@@ -112,6 +116,17 @@ class NodeRule:
     identity: bool = False
     shape: tuple[int, ...] | None = None
     reason: str = ""
+    layout: str = "nchw"
+
+    @property
+    def spatial_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the output (dims 2, 3; dims 1, 2 in the ``"nhwc"`` layout)."""
+        return tuple(self.shape[1:3]) if self.layout == "nhwc" else tuple(self.shape[-2:])
+
+    @property
+    def channels(self) -> int:
+        """Channels of the output."""
+        return self.shape[-1] if self.layout == "nhwc" else self.shape[1]
 
 
 @dataclass
@@ -300,6 +315,21 @@ def _function_pool(node: fx.Node, args: tuple, kwargs: dict) -> nn.Module | None
     return cls(**bound)
 
 
+def _permutation(node: fx.Node) -> tuple[int, ...] | None:
+    """The dims of a ``permute`` node (method, function or ``Permute`` module), else None."""
+    if node.op == "call_method" and node.target == "permute":
+        dims = node.args[1:] if len(node.args) > 2 or not isinstance(
+            node.args[1] if len(node.args) > 1 else None, (tuple, list)) else node.args[1]
+        dims = dims or node.kwargs.get("dims", ())
+    elif node.op == "call_function" and node.target is torch.permute:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dims", ())
+    else:
+        return None
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return tuple(d % 4 for d in dims) if len(dims) == 4 else None
+
+
 def _is_tensor(value) -> bool:
     return isinstance(value, torch.Tensor)
 
@@ -315,8 +345,9 @@ class _Classifier:
     """Decides each node's rule from its target and the unoccluded values."""
 
     def __init__(self, modules: dict[str, nn.Module], clean: dict[str, object],
-                 dependent: set[str]):
+                 dependent: set[str], layouts: dict[str, str]):
         self.modules, self.clean, self.dependent = modules, clean, dependent
+        self.layouts = layouts  # windowed node -> its layout
 
     def rule(self, node: fx.Node, call: Callable) -> NodeRule:
         sources = [n for n in node.all_input_nodes if n.name in self.dependent]
@@ -327,7 +358,16 @@ class _Classifier:
         if not sources:
             return NodeRule(node, "const", [], call, shape=shape)
         rule = NodeRule(node, "full", sources, call, shape=shape)
-        kind, extra = self._kind(node, sources, y)
+        layouts = {self.layouts.get(n.name, "nchw") for n in sources}
+        if len(layouts) > 1:
+            rule.reason = f"node {node.name} ({self._what(node)}) mixes layouts"
+            return rule
+        kind, extra = (self._nhwc_kind(node, sources, y) if layouts == {"nhwc"}
+                       else self._kind(node, sources, y))
+        if extra == "nhwc" or extra == "nchw":  # a permute: the identity, another layout
+            rule.kind, rule.identity, rule.layout = kind, True, extra
+            return rule
+        rule.layout = layouts.pop()
         if isinstance(extra, str):
             rule.reason = f"node {node.name} ({self._what(node)}) {extra}"
             return rule
@@ -352,6 +392,8 @@ class _Classifier:
             return "full", "reads a non-image tensor"
         if node.op == "call_module":
             return self._module_kind(self.modules[node.target], inputs, y)
+        if _permutation(node) == (0, 2, 3, 1):
+            return "pointwise", "nhwc"
         args = fx.node.map_arg(node.args, lambda n: self.clean[n.name])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: self.clean[n.name])
         constants = [self.clean[n.name] for n in node.all_input_nodes
@@ -400,6 +442,48 @@ class _Classifier:
                 return "full", "is a method of a constant"
             return ("pointwise" if len(sources) == 1 else "merge"), None
         return "full", "is not a known spatially local operation"
+
+    def _nhwc_kind(self, node: fx.Node, sources: list[fx.Node], y) -> tuple[str, object]:
+        """The rule of a node reading channels-last windows (``[B, H, W, C]``)."""
+        if not _is_tensor(y) or y.ndim != 4:
+            return "full", "does not output a [B, H, W, C] tensor"
+        inputs = [self.clean[n.name] for n in sources]
+        if _permutation(node) == (0, 3, 1, 2):
+            return "pointwise", "nchw"
+        if any(x.shape[1:3] != y.shape[1:3] for x in inputs):
+            return "full", "changes the spatial size"
+        constants = [self.clean[n.name] for n in node.all_input_nodes
+                     if n.name not in self.dependent]
+        if any(_is_tensor(c) and c.ndim > 1 for c in constants):
+            return "full", "reads a constant tensor that is not per channel"
+        if node.op == "call_module":
+            module = self.modules[node.target]
+            if len(sources) != 1:
+                return "full", "reads several image tensors"
+            if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+                return "pointwise", None
+            if isinstance(module, (nn.Linear, *_POINTWISE_MODULES)) and not isinstance(
+                    module, nn.LocalResponseNorm):
+                return "pointwise", None
+            return "full", "is not a per-pixel layer in the channels-last layout"
+        if node.op == "call_function":
+            if node.target is F.layer_norm:
+                shape = node.args[1] if len(node.args) > 1 else node.kwargs["normalized_shape"]
+                if len(shape) == 1 and len(sources) == 1:
+                    return "pointwise", None
+            elif getattr(node.target, "__name__", "") == "stochastic_depth":
+                return self._kind(node, sources, y)
+            elif node.target in _POINTWISE_FUNCTIONS | _ARITHMETIC_FUNCTIONS or (
+                    node.target is F.linear):
+                if len(sources) > 1 and any(x.shape != y.shape for x in inputs):
+                    return "full", "broadcasts image tensors of different shapes"
+                return ("pointwise" if len(sources) == 1 else "merge"), None
+        if node.op == "call_method" and node.target in _POINTWISE_METHODS:
+            if len(sources) > 1 and any(x.shape != y.shape for x in inputs):
+                return "full", "broadcasts image tensors of different shapes"
+            if node.args[0] in sources:
+                return ("pointwise" if len(sources) == 1 else "merge"), None
+        return "full", "is not a per-pixel operation in the channels-last layout"
 
     @staticmethod
     def _module_kind(module: nn.Module, inputs: list[torch.Tensor], y: torch.Tensor
@@ -465,7 +549,8 @@ def plan_graph(model: nn.Module, image: torch.Tensor) -> GraphPlan:
     modules = dict(graph_module.named_modules())
     clean: dict[str, object] = {}
     dependent: set[str] = set()
-    classify = _Classifier(modules, clean, dependent)
+    layouts: dict[str, str] = {}
+    classify = _Classifier(modules, clean, dependent, layouts)
     rules: dict[str, NodeRule] = {}
     windowed: set[str] = set()
     output_node = None
@@ -492,6 +577,7 @@ def plan_graph(model: nn.Module, image: torch.Tensor) -> GraphPlan:
         if rule.kind == "input" or (rule.kind in ("pointwise", "spatial", "merge")
                                     and all(n.name in windowed for n in rule.sources)):
             windowed.add(node.name)
+            layouts[node.name] = rule.layout
     result = fx.node.map_arg(output_node.args[0], lambda n: clean[n.name])
     if not isinstance(result, torch.Tensor):
         raise IncrementalPlanError(f"the model must return one tensor, not "
