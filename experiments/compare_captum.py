@@ -238,6 +238,11 @@ def markdown(record: dict) -> str:
             f"{_fmt(row.get('sanity_spearman_abs'), 2)} / {_fmt(row.get('sanity_ssim'), 2)} | "
             f"{_fmt(row.get('input_spearman_abs'), 2)} / {_fmt(row.get('input_ssim'), 2)} | "
             f"{record['verdicts'].get(name, 'reference map (ignores the model)')} |")
+    left_out = {n: r["spearman_abs_nan"] for n, r in record["methods"].items()
+                if any((r.get("spearman_abs_nan") or {}).values())}
+    lines += ["", "Spearman values left out of the means (NaN: a constant map, no ranking): " + (
+        "; ".join(f"{n}: {c['top']} after the top layer, {c['all']} after all layers"
+                  for n, c in left_out.items()) or "none") + "."]
     checks = record["checks"]
     lines += [
         "", "## What this shows", "",
@@ -357,6 +362,9 @@ def run_model(model_name: str, samples, boxes: dict, cfg: dict, out: Path) -> di
         table[name]["top_spearman_abs"] = summary[name]["spearman_abs"][1]
         table[name]["top_ssim"] = summary[name]["ssim"][1]
         table[name]["sanity_spearman_abs"] = summary[name]["spearman_abs"][-1]
+        # Spearman is NaN for a constant map; the means above leave those images out.
+        table[name]["spearman_abs_nan"] = {"top": summary[name]["spearman_abs_nan"][1],
+                                           "all": summary[name]["spearman_abs_nan"][-1]}
         table[name]["sanity_ssim"] = summary[name]["ssim"][-1]
         rho, sim = input_dependence(loaded, images[:k], targets[:k], name,
                                     reference=check.maps[name][0], options=sanity_opts[name])
