@@ -15,18 +15,28 @@ from PIL import Image
 
 from deconv.plots.scaling import normalize_for_display
 
-__all__ = ["to_pil", "save_jpeg", "strip", "filter_image", "JPEG_QUALITY"]
+__all__ = ["fit", "to_pil", "save_jpeg", "strip", "filter_image", "JPEG_QUALITY"]
 
 JPEG_QUALITY = 85
+
+
+def fit(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Resize ``[3, h, w]`` to ``side`` x ``side``: nearest when enlarging (a small field keeps
+    its pixels), area averaging when shrinking."""
+    if tuple(image.shape[-2:]) == (side, side):
+        return image
+    mode = "nearest" if max(image.shape[-2:]) <= side else "area"
+    return torch.nn.functional.interpolate(image[None], size=(side, side), mode=mode)[0]
 
 
 def to_pil(image: torch.Tensor, side: int | None = None) -> Image.Image:
     """``[3, H, W]`` (or ``[1, H, W]``) pixels in [0, 1] as an RGB PIL image, resized to
     ``side`` (nearest when enlarging, so small fields keep their pixels)."""
-    array = (image.detach().cpu().float().clamp(0, 1) * 255).round().byte()
+    array = image.detach().cpu().float().numpy()  # numpy: no thread start-up per tiny tile
+    array = np.rint(np.clip(array, 0, 1) * 255).astype(np.uint8)
     if array.shape[0] == 1:
-        array = array.expand(3, -1, -1)
-    pil = Image.fromarray(np.ascontiguousarray(array.permute(1, 2, 0).numpy()), "RGB")
+        array = np.repeat(array, 3, axis=0)
+    pil = Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), "RGB")
     if side is not None and pil.size != (side, side):
         enlarge = max(pil.size) < side
         pil = pil.resize((side, side), Image.NEAREST if enlarge else Image.BILINEAR)

@@ -47,6 +47,10 @@ def _num(value, digits: int = 4) -> str:
     return _e(value)
 
 
+def _pair(values) -> str:
+    return "&times;".join(map(str, values)) if values else "?"
+
+
 def _document(title: str, root: str, body: str) -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{_e(title)}</title>\n<link rel=\"icon\" href=\"data:,\">\n"
@@ -105,8 +109,7 @@ def _index_html(model: dict, data: dict, settings: dict, cards: list[LayerCard],
     rows = []
     for card in cards:
         info = layers[card.name]
-        rf = "&times;".join(map(str, card.receptive_field)) if card.receptive_field else "?"
-        jump = "&times;".join(map(str, card.jump)) if card.jump else "?"
+        rf, jump = _pair(card.receptive_field), _pair(card.jump)
         rows.append(
             f"<tr><td><a href=\"{layer_page(card.name)}\">{_e(card.name)}</a></td>"
             f"<td class=\"num\">{_num(card.paper)}</td><td>{_e(card.type)}</td>"
@@ -179,7 +182,7 @@ def _layer_html(card: LayerCard, info: dict, labelled: bool, prev_card, next_car
     body = f"""<nav>{''.join(nav)}</nav>
 <h1>Layer {_e(card.name)}{f' (paper layer {card.paper})' if card.paper else ''}</h1>
 <p>{_e(card.type)}, output {_e('x'.join(map(str, card.output_shape)))}, {card.channels} channels,
-receptive field {_e(card.receptive_field)} px, jump {_e(card.jump)} px;
+receptive field {_pair(card.receptive_field)} px, jump {_pair(card.jump)} px;
 mined over {stats['images']} images. Optima: {done} of {card.channels} channels so far
 (a later run with <code>--optima N</code> fills in more).</p>
 <p class="muted">Click a column header to sort. Thumbnail: the deconvnet projection of the
@@ -204,7 +207,7 @@ def _links_html(card_of: dict, layer: str | None, pairs: list | None, title: str
 
 def _channel_html(card: LayerCard, record: dict, files: dict, opt: dict | None, images: int,
                   class_names, links: dict, prev_layer: str | None, next_layer: str | None,
-                  k: int) -> str:
+                  k: int, tile: int) -> str:
     c = record["channel"]
     nav = ["<a href=\"../../index.html\">index</a>",
            f"<a href=\"../../{layer_page(card.name)}\">layer {_e(card.name)}</a>"]
@@ -214,26 +217,32 @@ def _channel_html(card: LayerCard, record: dict, files: dict, opt: dict | None, 
     if c + 1 < card.channels:
         nav.append(f"<a href=\"../../{channel_page(card.name, c + 1)}\" rel=\"next\">"
                    f"channel {c + 1} &rarr;</a>")
-    strips = []
-    captions = {"patches": "top image patches (cropped to the receptive field)",
-                "deconv": "deconvnet projections (Zeiler &amp; Fergus 2014)",
-                "guided": "guided-backprop projections (Springenberg et al. 2014)"}
+    values = record["top_values"]
+    n = len(values)
+    captions = {"patches": "image patches<br><span class=\"muted\">(receptive field)</span>",
+                "deconv": "deconvnet<br><span class=\"muted\">(Zeiler &amp; Fergus)</span>",
+                "guided": "guided backprop<br><span class=\"muted\">(Springenberg et al.)"
+                          "</span>"}
+    cells = ["<tr><th>rank</th>" + "".join(f"<th>{i + 1}</th>" for i in range(n)) + "</tr>"]
     for kind in ("patches", "deconv", "guided"):
         if kind in files:
-            strips.append(f"<div class=\"strip\"><div class=\"label\">{captions[kind]}</div>"
-                          f"<img src=\"../../{files[kind]}\" alt=\"{kind}\"></div>")
-    values = record["top_values"]
-    head = "".join(f"<th>{i + 1}</th>" for i in range(len(values)))
-    cells = ["<tr><td>activation</td>" + "".join(f"<td class=\"num\">{v:.3g}</td>"
-                                                   for v in values) + "</tr>",
-             "<tr><td>image id</td>" + "".join(f"<td class=\"num\">{i}</td>"
-                                                 for i in record["top_image_ids"]) + "</tr>"]
+            cells.append(f"<tr><td>{captions[kind]}</td><td class=\"strip\" colspan=\"{n}\">"
+                         f"<img src=\"../../{files[kind]}\" alt=\"{kind}\"></td></tr>")
+    cells.append("<tr><td>activation</td>" + "".join(f"<td class=\"num\">{v:.3g}</td>"
+                                                      for v in values) + "</tr>")
+    cells.append("<tr><td>image id</td>" + "".join(f"<td class=\"num\">{i}</td>"
+                                                    for i in record["top_image_ids"]) + "</tr>")
     if "top_labels" in record:
         cells.append("<tr><td>label</td>" + "".join(
-            f"<td>{_e(class_names[v] if class_names else v)}</td>"
+            f"<td class=\"label\">{_e(class_names[v] if class_names else v)}</td>"
             for v in record["top_labels"]) + "</tr>")
+    columns = ("<colgroup><col style=\"width:9em\">"
+               + f"<col style=\"width:{tile + 2}px\">" * n + "</colgroup>")
     if opt:
-        optimum = (f"<img class=\"pixelated\" src=\"../../{opt['file']}\" alt=\"optima\">"
+        width = 2 * opt["size"] + 2
+        shown = width * max(1, 256 // width)  # small optima enlarged, whole pixels
+        optimum = (f"<img class=\"pixelated\" src=\"../../{opt['file']}\" alt=\"optima\" "
+                   f"style=\"width:{shown}px\">"
                    f"<p class=\"muted\">left: positive optimum (objective "
                    f"{opt['objective_positive']:.3g}); right: negative optimum (objective "
                    f"{opt['objective_negative']:.3g}); {opt['steps']} steps, "
@@ -258,8 +267,9 @@ def _channel_html(card: LayerCard, record: dict, files: dict, opt: dict | None, 
 <dt>mean of per-image maxima</dt><dd>{record['mean_max']:.4g}</dd>
 <dt>dead fraction</dt><dd class="{'dead' if dead >= 0.99 else ''}">{dead:.3f}
 (map zero everywhere on {round(dead * images)} of {images} images)</dd></dl>
-<h2>Top {k} activations</h2>{''.join(strips)}
-<table><thead><tr><th>rank</th>{head}</tr></thead><tbody>{''.join(cells)}</tbody></table>
+<h2>Top {k} activations</h2>
+<table class="topk" style="width:{9 * 16 + n * (tile + 2)}px">{columns}<tbody>{''.join(cells)}
+</tbody></table>
 <div class="row"><div><h2>Optima</h2>{optimum}</div>{filt}</div>
 <div class="row"><div><h2>Activation histogram</h2>{_histogram_svg(record['histogram'], images)}
 <p class="muted">spatial maximum of the map per image, {images} images</p></div>{labels}</div>
@@ -312,7 +322,7 @@ def write_site(out: Path, work: WorkDir, model: dict, data: dict, settings: dict
                 _write(out / channel_page(card.name, c), _channel_html(
                     card, record, files, opt, info["stats"]["images"], class_names,
                     links.get(card.name, {}), prev_card.name if prev_card else None,
-                    next_card.name if next_card else None, settings["k"]))
+                    next_card.name if next_card else None, settings["k"], settings["tile"]))
                 bar.update(1)
                 entry = dict(record, page=channel_page(card.name, c), images=files,
                              optimum=opt)

@@ -87,9 +87,12 @@ def _first_layer_filters(model, card: LayerCard) -> torch.Tensor | None:
 def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
                   deprocess: Callable, tile: int, units: int, progress: bool) -> None:
     """Write the patches, projections (deconvnet, guided) and thumbnails of every channel of
-    ``card`` that has no projection record yet; ``units`` are projected together."""
+    ``card`` that has no projection record yet; ``units`` are projected together.
+
+    Each image is preprocessed once per layer; a chunk's engines run on its distinct images
+    only (the units point into them), so the forward passes cost what the images cost."""
     from deconv.deconvnet import GenericDeconvnet, deconvnet_for
-    from deconv.plots.topk_grids import top_k_panels
+    from deconv.receptive_field import receptive_field
 
     name = card.name
     done = work.records(name, "projections", card.channels)
@@ -100,30 +103,24 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
     filters = _first_layer_filters(model, card)
     engines = {"deconv": deconvnet_for(model, name),
                "guided": GenericDeconvnet(model, rule="guided")}
+    input_size = tuple(data.image(0).shape[-2:])
+    field = receptive_field(model, name, input_size) if len(card.output_shape) == 3 else None
+    cache: dict[int, torch.Tensor] = {}
     bar = tqdm(total=len(todo), desc=f"projections {name}", unit="ch", disable=not progress)
     per_chunk = max(1, units // result.k)
     try:
         for begin in range(0, len(todo), per_chunk):
             chunk = todo[begin:begin + per_chunk]
-            if len(card.output_shape) == 1:  # a fully connected layer: the whole image
-                panels = {kind: _whole_image_panels(result, data, name, chunk, deprocess,
-                                                    engine, tile, units)
-                          for kind, engine in engines.items()}
-            else:
-                panels = {kind: {p.channel: p for p in top_k_panels(
-                    model, result, data.image, name, chunk, deprocess, engine=engine,
-                    tile=tile, chunk_size=units)} for kind, engine in engines.items()}
+            tiles = _project_chunk(engines, data, cache, result, name, chunk, field, deprocess,
+                                   tile, units)
             for c in chunk:
                 files = {}
-                if c in panels["deconv"]:
-                    deconv, guided = panels["deconv"][c], panels["guided"][c]
-                    for kind, tiles in (("patches", deconv.patches),
-                                        ("deconv", deconv.projections),
-                                        ("guided", guided.projections)):
-                        pictures.save_jpeg(pictures.strip(tiles, tile),
+                if c in tiles:
+                    for kind in ("patches", "deconv", "guided"):
+                        pictures.save_jpeg(pictures.strip(tiles[c][kind], tile),
                                            work.out / image_path(name, c, kind))
                         files[kind] = image_path(name, c, kind)
-                    pictures.save_jpeg(pictures.to_pil(deconv.projections[0], tile),
+                    pictures.save_jpeg(pictures.to_pil(tiles[c]["deconv"][0], tile),
                                        work.out / image_path(name, c, "thumb"))
                     files["thumb"] = image_path(name, c, "thumb")
                 if filters is not None:
@@ -136,36 +133,47 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
         bar.close()
 
 
-def _whole_image_panels(result: TopKResult, data: AtlasData, name: str, channels: list[int],
-                        deprocess: Callable, engine, tile: int, units: int) -> dict:
-    """Top-k panels of a layer whose units see the whole image (a ``[B, F]`` output)."""
+def _project_chunk(engines: dict, data: AtlasData, cache: dict[int, torch.Tensor],
+                   result: TopKResult, name: str, channels: list[int], field,
+                   deprocess: Callable, tile: int, units: int) -> dict[int, dict]:
+    """Per channel ``{"patches" | "deconv" | "guided": [k, 3, tile, tile]}`` in [0, 1].
+
+    Patches and projections are cropped to the unit's display window (the receptive field,
+    :func:`deconv.plots.topk_grids.unit_window`; the whole image for a ``[B, F]`` layer);
+    projections are scaled for display with the package's one percentile rule."""
     from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display
-    from deconv.plots.topk_grids import TopKPanel
+    from deconv.plots.topk_grids import crop, unit_window
 
     rows = [(c, e) for c in channels for e in result.top(name, c)]
     if not rows:
         return {}
-    batch = torch.stack([data.image(e.image_id) for _, e in rows])
-    param = next(engine.module.parameters(), None)
+    ids = list(dict.fromkeys(e.image_id for _, e in rows))
+    for i in ids:
+        if i not in cache:
+            cache[i] = data.image(i)
+    batch = torch.stack([cache[i] for i in ids])
+    where = {i: j for j, i in enumerate(ids)}
+    param = next(engines["deconv"].module.parameters(), None)
     if param is not None:
         batch = batch.to(param.device, param.dtype)
-    table = torch.tensor([[j, c] for j, (c, _) in enumerate(rows)])
-    projections = engine.project(batch, name, table, chunk_size=units).cpu().float()
+    if field is None:
+        table = torch.tensor([[where[e.image_id], c] for c, e in rows])
+    else:
+        table = torch.tensor([[where[e.image_id], c, e.y, e.x] for c, e in rows])
+    projections = {kind: engine.project(batch, name, table, chunk_size=units).cpu().float()
+                   for kind, engine in engines.items()}
     pixels = deprocess(batch.cpu().float())
-    resize = torch.nn.functional.interpolate
-    panels: dict[int, TopKPanel] = {}
+    out: dict[int, dict[str, list]] = {}
     for j, (c, entry) in enumerate(rows):
-        panel = panels.setdefault(c, TopKPanel(name, c, [], [], [], []))
-        panel.values.append(entry.value)
-        panel.image_ids.append(entry.image_id)
-        panel.projections.append(normalize_for_display(projections[j],
-                                                       percentile=DISPLAY_PERCENTILE))
-        panel.patches.append(pixels[j])
-    for panel in panels.values():
-        panel.projections = resize(torch.stack(panel.projections), size=(tile, tile),
-                                   mode="area")
-        panel.patches = resize(torch.stack(panel.patches), size=(tile, tile), mode="area")
-    return panels
+        window = unit_window(field, entry.y, entry.x) if field is not None \
+            else (0, 0, *pixels.shape[-2:])
+        tiles = out.setdefault(c, {"patches": [], "deconv": [], "guided": []})
+        tiles["patches"].append(pictures.fit(crop(pixels[where[entry.image_id]], window), tile))
+        for kind in ("deconv", "guided"):
+            shown = normalize_for_display(crop(projections[kind][j], window),
+                                          percentile=DISPLAY_PERCENTILE)
+            tiles[kind].append(pictures.fit(shown, tile))
+    return {c: {kind: torch.stack(v) for kind, v in tiles.items()} for c, tiles in out.items()}
 
 
 def optimize_layer(model, card: LayerCard, work: WorkDir, budget: int | None,

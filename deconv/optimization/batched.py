@@ -18,10 +18,15 @@ from tqdm.auto import tqdm
 
 from deconv.errors import InvalidArgumentError
 from deconv.layers import resolve_layer
-from deconv.optimization.objectives import optima_objectives, per_image
+from deconv.optimization.objectives import (
+    Objective,
+    Tap,
+    is_activation_layer,
+    redirected_relu,
+)
 from deconv.optimization.visualize import visualize_feature
 
-__all__ = ["ChannelOptima", "optimize_channels", "SIGNS"]
+__all__ = ["ChannelOptima", "optimize_channels", "optima_batch_objective", "SIGNS"]
 
 SIGNS = ("positive", "negative")
 
@@ -50,6 +55,41 @@ class ChannelOptima:
     seconds: float
     seconds_per_channel: float
     settings: dict = field(default_factory=dict)
+
+
+def optima_batch_objective(layer: str, jobs: Sequence[tuple[str, int]],
+                           pre_activation: bool) -> Objective:
+    """One objective for a batch whose image ``i`` is the optimum ``jobs[i] = (sign, channel)``.
+
+    The same values as :func:`~deconv.optimization.objectives.optima_objectives` per image
+    (positive: the mean of ``redirected_relu(z)`` of an activation layer's pre-activation, or of
+    the output; negative: minus the mean of ``z``), computed for the whole batch at once: one
+    gather of each image's channel, so the backward pass costs the same as for one objective
+    (a per-image slice would add a batch-sized zero tensor per image).
+
+    Args:
+        layer (str): module name.
+        jobs (Sequence[tuple[str, int]]): ``(sign, channel)`` per image.
+        pre_activation (bool): read the module's input (the pre-activation of a ReLU layer).
+    """
+    tap = Tap(layer, "input" if pre_activation else "output")
+    channel_index = torch.tensor([c for _, c in jobs])
+    positive = torch.tensor([s == "positive" for s, _ in jobs])
+
+    def fn(t: dict) -> torch.Tensor:
+        tensor = t[tap]
+        if tensor.shape[0] != len(jobs):
+            raise InvalidArgumentError(f"the batch has {tensor.shape[0]} images for "
+                                       f"{len(jobs)} optima")
+        if int(channel_index.max()) >= tensor.shape[1]:
+            raise InvalidArgumentError(f"channel {int(channel_index.max())} out of range: layer "
+                                       f"{layer!r} has {tensor.shape[1]} channels")
+        rows = torch.arange(len(jobs), device=tensor.device)
+        maps = tensor[rows, channel_index.to(tensor.device)].reshape(len(jobs), -1)
+        up = (redirected_relu(maps) if pre_activation else maps).mean(1)
+        return torch.where(positive.to(tensor.device), up, -maps.mean(1))
+
+    return Objective([tap], fn, f"optima of {len(jobs)} channels of {layer}")
 
 
 def optimize_channels(model, layer: str | int, channels: Sequence[int], *,
@@ -93,17 +133,14 @@ def optimize_channels(model, layer: str | int, channels: Sequence[int], *,
         raise InvalidArgumentError(f"chunk must be a positive int, got {chunk!r}")
     name = resolve_layer(model, layer)
     jobs = [(s, c) for s in signs for c in channels]
-    objectives = []
-    for s, c in jobs:
-        positive, negative = optima_objectives(model, name, c, post_activation)
-        objectives.append(positive if s == "positive" else negative)
+    pre = not post_activation and is_activation_layer(model, name)
     images, values, seconds = [], [], 0.0
     start = time.perf_counter()
     parts = range(0, len(jobs), chunk)
     for begin in tqdm(parts, desc=f"optima {name}", unit="chunk", disable=not progress):
-        part = objectives[begin:begin + chunk]
+        part = jobs[begin:begin + chunk]
         result = visualize_feature(
-            model, per_image(part) if len(part) > 1 else part[0], batch=len(part),
+            model, optima_batch_objective(name, part, pre), batch=len(part),
             size=size, steps=steps, lr=lr, parametrization=parametrization,
             decorrelate=decorrelate, transforms=transforms, seed=seed, normalize=normalize,
             device=device, shared_start=True)
