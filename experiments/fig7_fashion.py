@@ -9,8 +9,9 @@ most probable label. The occluder is a 16 px square (1/4 of the side, as 56 px o
 0.286, i.e. 0 in the normalized input) and a background-coloured one (black, pixel value 0:
 Fashion-MNIST items lie on a black background).
 
-The claim (the probability drops when the object is hidden) is measured over the first
-``--images`` (500) correctly classified test images, stride 8 px (7 x 7 positions), with
+The claim (the probability drops when the object is hidden) is measured on correctly
+classified test images, in test-set order until ``--images`` (500) of them have positions both
+on the object and on the background (the others are counted), stride 8 px (7 x 7 positions), with
 :mod:`deconv.occlusion.localization`: the object mask is the pixels of the 64 px model input
 brighter than ``--threshold`` (0.1 on a 0-1 scale); a position is on the object when at least
 half its window lies on the mask and on the background when at most a tenth of it does
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None,
                         help="output directory (default results; --quick: results/quick)")
     parser.add_argument("--images", type=int, default=500,
-                        help="correctly classified test images for the statistic")
+                        help="correctly classified test images compared by the statistic")
     parser.add_argument("--patch", type=int, default=16)
     parser.add_argument("--stride", type=int, default=8, help="stride for the statistic")
     parser.add_argument("--figure-stride", type=int, default=4, help="stride for the figures")
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         predicted = torch.cat([loaded.model(transform(images[i:i + 500])).argmax(1)
                                for i in range(0, len(images), 500)])
     correct = (predicted == labels).nonzero().flatten()
-    chosen = correct[:args.images].tolist()
+    chosen = correct.tolist()  # swept in order until --images of them are compared
     figure_ids = [int(correct[labels[correct] == c][0]) for c in FIGURE_CLASSES]
     record = {"model": loaded.name, "source": loaded.source,
               "test_accuracy": float((predicted == labels).double().mean()),
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
               "on_object": "window >= 1/2 on the mask",
               "on_background": f"window <= {args.outside} on the mask",
               "rise": "feature total > 1.01 x its unoccluded value",
-              "statistic_images": len(chosen), "figure_images": figure_ids,
+              "figure_images": figure_ids,
               "fills": {}}
 
     def sweep(index: int, fill: str, stride: int):
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
         stats, rises, falls, positions, per_image = [], 0, 0, 0, []
         by_place = {place: [0, 0] for place in ("object", "background", "partly")}
         for index in chosen:
+            if sum(s is not None for s in stats) == args.images:
+                break
             _, result, mask = sweep(index, fill, args.stride)
             stat = inside_outside_of(result, mask, outside=args.outside)
             stats.append(stat)
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
             per_image.append({"id": index, "label": FASHION_MNIST_CLASSES[int(labels[index])],
                               "base_probability": round(result.base_probability, 4),
                               **(as_dict(stat) or {"left_out": True})})
+        chosen = chosen[:len(stats)]  # the next fill sweeps the same images
+        record["statistic_images_swept"] = len(stats)
         summary = summarize_inside_outside(stats)
         summary.update(fill=text, feature_total_rises_fraction=rises / positions,
                        feature_total_falls_fraction=falls / positions,
