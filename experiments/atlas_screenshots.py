@@ -1,7 +1,8 @@
 """Screenshots of the atlas, taken by headless Chromium: the index, a layer page, a channel page.
 
-Builds (or continues) the ``--quick`` atlas of ``zfnet-fashion`` layers 1-5 over the first
-300 Fashion-MNIST test images in ``atlas-quick/`` (git-ignored), then opens it from
+Builds (continues, or rebuilds after a change of settings) the ``--quick`` atlas of
+``zfnet-fashion`` layers 1-5 over the first 300 Fashion-MNIST test images in ``atlas-quick/``
+(git-ignored), then opens it from
 ``file://`` in Debian's ``chromium`` (through selenium and ``chromedriver``) and saves
 ``index.png``, ``layer.png`` (paper layer 3) and ``channel.png`` (its strongest channel) to
 ``results/atlas/`` (``results/quick/atlas/`` with ``--quick``). Without a browser the atlas is
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
     build = deconv.build_atlas(deconv.load_model("zfnet-fashion"), "fashion-mnist:test",
-                               [1, 2, 3, 4, 5], args.site, quick=True)
+                               [1, 2, 3, 4, 5], args.site, quick=True, rebuild=True)
     print(f"quick atlas in {args.site} ({time.perf_counter() - start:.1f} s, "
           f"{build.manifest['site_bytes'] / 1e6:.1f} MB): {build.index.as_uri()}")
     layer = next(x for x in build.manifest["layers"] if x["paper"] == 3)

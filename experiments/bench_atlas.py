@@ -3,7 +3,7 @@
 Two cases, each a fresh build in a temporary folder (deleted afterwards unless ``--keep``):
 
 * ``zfnet-fashion``: the trained Fashion-MNIST ZFNet, paper layers 1-5 (352 channels), over
-  the 10,000 test images, every channel with its optima (default 48 steps). Targets: at most
+  the 10,000 test images, every channel with its optima (default 128 steps). Targets: at most
   5 minutes on 2 cores, site at most 25 MB.
 * ``hed-vgg16``: paper layers 1-5 (1,472 channels) over the sample crops, with an optima
   budget of ``--vgg-optima`` channels per layer (the rest is filled in by later runs).

@@ -75,11 +75,11 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
         out (str | Path): the atlas folder (new, empty or an earlier atlas of the same model
             and data).
         k (int): top images per channel.
-        quick (bool): a smoke build: the first 300 images, 6 optimisation steps; every page.
+        quick (bool): a smoke build: the first 300 images, 16 optimisation steps; every page.
         limit (int | None): mine only the first ``limit`` images.
         optima (int | None): optimise at most this many more channels per layer in this run
             (None: all; 0: none); later runs fill in the rest.
-        optima_steps (int | None): Adam steps per optimum (default 48, quick 6).
+        optima_steps (int | None): Adam steps per optimum (default 128, quick 16).
         optima_size (int | None): optimum side in pixels (default: the input side, at most 128).
         tile (int): side of each displayed patch and projection.
         batch_size (int): images per forward when mining.
@@ -112,7 +112,7 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
     source = data if isinstance(data, AtlasData) else atlas_data(data, model, limit,
                                                                   class_names)
     input_size = tuple(source.image(0).shape[-2:])
-    steps = optima_steps if optima_steps is not None else (6 if quick else 48)
+    steps = optima_steps if optima_steps is not None else (16 if quick else 128)
     size = optima_size or min(128, max(input_size))
     optimum = {"size": size, "steps": steps, "lr": 0.05, "seed": seed,
                "parametrization": "fourier", "decorrelate": True, "transforms": "standard"}

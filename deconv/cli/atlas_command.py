@@ -37,13 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the atlas folder")
     p.add_argument("--k", type=int, default=9, help="top images per channel (default 9)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke build: the first 300 images, 6 optimisation steps, every page")
+                   help="smoke build: the first 300 images, 16 optimisation steps, every page")
     p.add_argument("--limit", type=int, default=None, help="mine only the first N images")
     p.add_argument("--optima", type=int, default=None,
                    help="optimise at most N more channels per layer in this run (default: "
                         "all; 0: none); rerun to fill in the rest")
     p.add_argument("--optima-steps", type=int, default=None,
-                   help="Adam steps per optimum (default 48; --quick 6)")
+                   help="Adam steps per optimum (default 128; --quick 16)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward when mining")
     p.add_argument("--rebuild", action="store_true",
                    help="delete an atlas of another model/weights/data in --out and start over")
