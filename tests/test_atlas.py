@@ -180,6 +180,18 @@ def test_more_layers_and_optima_reuse_earlier_work(tmp_path):
     assert (out / "img" / "1" / "c0000-patches.jpg").stat().st_mtime_ns == stamp
 
 
+def test_without_guided_projections(tmp_path):
+    out = tmp_path / "atlas"
+    manifest = build_tiny(out, guided=False, optima=0).manifest
+    for layer in manifest["layers"]:
+        for record in layer["feature_maps"]:
+            assert {"patches", "deconv", "thumb"} <= set(record["images"])
+            assert "guided" not in record["images"]
+    assert "guided" not in (out / "channels" / "1" / "c0000.html").read_text()
+    with pytest.raises(AtlasMismatchError, match="settings"):
+        build_tiny(out, optima=0)
+
+
 def test_changed_model_or_data_is_refused_then_rebuilt(tmp_path):
     out = tmp_path / "atlas"
     build_tiny(out, optima=0)

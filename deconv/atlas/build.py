@@ -62,7 +62,8 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
                 optima: int | None = None, optima_steps: int | None = None,
                 optima_size: int | None = None, tile: int = 64, batch_size: int = 64,
                 deprocess: Callable | None = None, class_names: list[str] | None = None,
-                rebuild: bool = False, progress: bool = True, seed: int = 0) -> AtlasBuild:
+                guided: bool = True, rebuild: bool = False, progress: bool = True,
+                seed: int = 0) -> AtlasBuild:
     """Build (or continue) the atlas of ``layers`` of ``model`` over ``data`` in ``out``.
 
     Args:
@@ -86,6 +87,8 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
         deprocess (Callable | None): model input -> pixels in [0, 1]; default the zoo model's
             ``deprocess``, else a min-max per image.
         class_names (list[str] | None): label names of a labelled Dataset.
+        guided (bool): also the guided-backprop projections (a full backward pass per unit
+            through :class:`deconv.GenericDeconvnet`; the costliest stage on large models).
         rebuild (bool): delete an atlas of another model/weights/data/settings in ``out``
             instead of refusing.
         progress (bool): progress bars per stage.
@@ -116,7 +119,7 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
     size = optima_size or min(128, max(input_size))
     optimum = {"size": size, "steps": steps, "lr": 0.05, "seed": seed,
                "parametrization": "fourier", "decorrelate": True, "transforms": "standard"}
-    settings = {"k": k, "tile": tile, "optima": optimum, "format": FORMAT}
+    settings = {"k": k, "tile": tile, "optima": optimum, "guided": guided, "format": FORMAT}
     fingerprint = {"model": model_fingerprint(model), "data": source.fingerprint,
                    "settings": settings}
     out = Path(out)
@@ -133,7 +136,8 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
     # units sent down together: 256 at 64 x 64 pixels, fewer for larger inputs (memory)
     units = max(8, min(256, 256 * 64 * 64 // (input_size[0] * input_size[1])))
     for card in cards:
-        stages.project_layer(model, source, card, work, deprocess, tile, units, progress)
+        stages.project_layer(model, source, card, work, deprocess, tile, units, progress,
+                             guided)
     timings["projections_s"] = time.perf_counter() - start
     optima_seconds = 0.0
     for card in cards:

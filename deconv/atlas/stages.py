@@ -85,7 +85,8 @@ def _first_layer_filters(model, card: LayerCard) -> torch.Tensor | None:
 
 
 def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
-                  deprocess: Callable, tile: int, units: int, progress: bool) -> None:
+                  deprocess: Callable, tile: int, units: int, progress: bool,
+                  guided: bool = True) -> None:
     """Write the patches, projections (deconvnet, guided) and thumbnails of every channel of
     ``card`` that has no projection record yet; ``units`` are projected together.
 
@@ -101,8 +102,9 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
         return
     result = TopKResult.load(work.layer(name) / "topk.pt")
     filters = _first_layer_filters(model, card)
-    engines = {"deconv": deconvnet_for(model, name),
-               "guided": GenericDeconvnet(model, rule="guided")}
+    engines = {"deconv": deconvnet_for(model, name)}
+    if guided:
+        engines["guided"] = GenericDeconvnet(model, rule="guided")
     input_size = tuple(data.image(0).shape[-2:])
     field = receptive_field(model, name, input_size) if len(card.output_shape) == 3 else None
     cache: dict[int, torch.Tensor] = {}
@@ -116,7 +118,7 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
             for c in chunk:
                 files = {}
                 if c in tiles:
-                    for kind in ("patches", "deconv", "guided"):
+                    for kind in tiles[c]:
                         pictures.save_jpeg(pictures.strip(tiles[c][kind], tile),
                                            work.out / image_path(name, c, kind))
                         files[kind] = image_path(name, c, kind)
@@ -167,9 +169,9 @@ def _project_chunk(engines: dict, data: AtlasData, cache: dict[int, torch.Tensor
     for j, (c, entry) in enumerate(rows):
         window = unit_window(field, entry.y, entry.x) if field is not None \
             else (0, 0, *pixels.shape[-2:])
-        tiles = out.setdefault(c, {"patches": [], "deconv": [], "guided": []})
+        tiles = out.setdefault(c, {"patches": [], **{kind: [] for kind in projections}})
         tiles["patches"].append(pictures.fit(crop(pixels[where[entry.image_id]], window), tile))
-        for kind in ("deconv", "guided"):
+        for kind in projections:
             shown = normalize_for_display(crop(projections[kind][j], window),
                                           percentile=DISPLAY_PERCENTILE)
             tiles[kind].append(pictures.fit(shown, tile))

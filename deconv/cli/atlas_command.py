@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optima-steps", type=int, default=None,
                    help="Adam steps per optimum (default 128; --quick 16)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward when mining")
+    p.add_argument("--no-guided", action="store_true",
+                   help="skip the guided-backprop projections (the slowest stage on big models)")
     p.add_argument("--rebuild", action="store_true",
                    help="delete an atlas of another model/weights/data in --out and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     layers = [int(x) if x.isdigit() and int(x) in loaded.layers else x for x in args.layers]
     build = build_atlas(loaded, args.data, layers, args.out, k=args.k, quick=args.quick,
                         limit=args.limit, optima=args.optima, optima_steps=args.optima_steps,
-                        batch_size=args.batch_size, rebuild=args.rebuild,
+                        batch_size=args.batch_size, guided=not args.no_guided,
+                        rebuild=args.rebuild,
                         progress=not args.no_progress)
     manifest = build.manifest
     channels = sum(layer["channels"] for layer in manifest["layers"])
