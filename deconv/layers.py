@@ -93,9 +93,9 @@ def paper_layers_of(model) -> dict[int, str]:
             :func:`deconv.load_model`).
     """
     layers = getattr(model, "layers", None)
-    if isinstance(layers, dict) and not isinstance(model, nn.Module):
-        return dict(layers)
-    return dict(_PAPER_LAYERS.get(module_of(model), {}))
+    if not (isinstance(layers, dict) and not isinstance(model, nn.Module)):
+        layers = _PAPER_LAYERS.get(module_of(model), {})
+    return {number: ModuleName(name) for number, name in layers.items()}
 
 
 def layer_names(model) -> list[str]:
@@ -104,7 +104,7 @@ def layer_names(model) -> list[str]:
     Args:
         model (nn.Module | LoadedModel): the model.
     """
-    return [name for name, _ in module_of(model).named_modules() if name]
+    return [ModuleName(name) for name, _ in module_of(model).named_modules() if name]
 
 
 #: Prefix that forces a module name (``"module:3"``): the way to reach a module whose name is

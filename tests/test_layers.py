@@ -118,3 +118,21 @@ def test_every_hook_reads_a_layer_through_one_check(model_guard):
     with pytest.raises(TypeError, match="'1' is tuple, not a tensor"):
         mine_top_k(model, torch.zeros(2, 3, 4, 4), ["1"], k=1, progress=False)
     guard.check()
+
+
+def test_names_the_library_hands_out_resolve_to_themselves():
+    """hed-vgg16's paper layer 1 is the module "3": names taken from ``LoadedModel.layers``,
+    ``layer_names`` or ``paper_layers_of`` must stay those modules when passed back in, while a
+    user's plain "3" means paper layer 3 (the layer rule)."""
+    import deconv
+    from deconv.layers import layer_names, paper_layers_of, resolve_layer
+
+    loaded = deconv.load_model("hed-vgg16")
+    assert loaded.layers[1] == "3"
+    for number, name in loaded.layers.items():
+        assert resolve_layer(loaded, name) == name
+        assert resolve_layer(loaded.model, paper_layers_of(loaded.model)[number]) == name
+    for name in layer_names(loaded.model):
+        assert resolve_layer(loaded, name) == name
+    assert resolve_layer(loaded, "3") == "15"
+    assert resolve_layer(loaded, "module:3") == "3"

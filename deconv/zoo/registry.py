@@ -54,6 +54,13 @@ class LoadedModel:
     licence: str = ""
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        from deconv.layers import ModuleName
+
+        # Names given by the zoo are module names: passed on, they must never be read as paper
+        # layer numbers (hed-vgg16's paper layer 1 is the module named "3").
+        self.layers = {int(n): ModuleName(name) for n, name in self.layers.items()}
+
     @property
     def device(self) -> torch.device:
         """torch.device: where the parameters live."""
