@@ -303,34 +303,46 @@ def _bench_model(name: str, args, tmp: str) -> dict:
 
 
 def _plot(results: dict, path: Path) -> None:
+    """Speed-ups (left) and, one row per model, the exact / approximate / drill-down maps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(results["models"])
-    fig, axes = plt.subplots(1, 1 + 3 * len(models), figsize=(4 + 2.6 * len(models) * 3, 3.2))
+    rows = len(models)
+    fig = plt.figure(figsize=(12, 1.9 * rows + 1.2))
+    grid = fig.add_gridspec(rows, 4, width_ratios=[2.2, 1, 1, 1])
+    bars = fig.add_subplot(grid[:, 0])
     methods = ["captum", "naive", "incremental", "incremental_lean", "approximate", "drilldown"]
     width = 0.8 / len(models)
     for i, name in enumerate(models):
         r = results["models"][name]
         t = r["captum"]["seconds_full"]
         speed = [t / r[m]["seconds_full"] for m in methods]
-        axes[0].bar(np.arange(len(methods)) + i * width, speed, width, label=name)
-    axes[0].set_xticks(np.arange(len(methods)) + width * (len(models) - 1) / 2,
-                       [m.replace("incremental_", "") for m in methods],
-                       rotation=45, ha="right")
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("speed-up vs captum (x)")
-    axes[0].legend(fontsize=8)
+        bars.bar(np.arange(len(methods)) + i * width, speed, width, label=name)
+    bars.set_xticks(np.arange(len(methods)) + width * (len(models) - 1) / 2,
+                    [m.replace("incremental_", "") for m in methods], rotation=45, ha="right")
+    bars.set_yscale("log")
+    bars.set_ylabel("speed-up vs captum's fastest setting (x, log)")
+    bars.set_title("exact and approximate occlusion, one thread", fontsize=9)
+    bars.legend(fontsize=8)
     for i, name in enumerate(models):
         r = results["models"][name]
+        exact = np.asarray(r["maps"]["exact"])
+        low, high = float(exact.min()), float(exact.max())
         for j, key in enumerate(("exact", "approximate", "drilldown")):
-            ax = axes[1 + 3 * i + j]
-            ax.imshow(np.asarray(r["maps"][key]), cmap="viridis")
-            extra = f" SSIM {r[key]['ssim_vs_exact']:.2f}" if key != "exact" else ""
-            ax.set_title(f"{name} {key}{extra}", fontsize=7)
-            ax.axis("off")
+            ax = fig.add_subplot(grid[i, 1 + j])
+            im = ax.imshow(np.asarray(r["maps"][key]), cmap="viridis", vmin=low, vmax=high)
+            extra = f", SSIM {r[key]['ssim_vs_exact']:.2f}" if key != "exact" else ""
+            flat = " (constant)" if high == low and key == "exact" else ""
+            ax.set_title(f"{name}: {key}{extra}{flat}", fontsize=6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 2:
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+    fig.suptitle("p(target class) per occluder position (random-init weights; shared scale per "
+                 "row)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
