@@ -181,16 +181,25 @@ def _plot(results: dict, path: Path) -> None:
                              squeeze=False)
     for r, (model, image) in enumerate(rows):
         per = results["models"][model]["images"][image]
+        exact = np.asarray(per["exact"]["grid"])
+        low, high = float(exact.min()), float(exact.max())
+        shown = None
         for c, key in enumerate(keys):
             ax = axes[r, c]
             ax.axis("off")
             if key not in per:
                 continue
-            ax.imshow(np.asarray(per[key]["grid"]), cmap="viridis")
+            shown = ax.imshow(np.asarray(per[key]["grid"]), cmap="viridis", vmin=low, vmax=high)
             title = f"{model}\n{image} exact" if key == "exact" else (
                 f"{key}\nSSIM {per[key]['ssim_grid']:.2f}, {per[key]['speedup_vs_exact']:.1f}x")
             ax.set_title(title, fontsize=7)
-    fig.tight_layout()
+        if shown is not None:
+            fig.colorbar(shown, ax=axes[r, -1], fraction=0.046, pad=0.04).ax.tick_params(
+                labelsize=6)
+    fig.suptitle("Occlusion maps per occluder position, exact vs approximate (one scale per row: "
+                 "the exact map's range)\nhed-vgg16: total of its strongest conv5_3 feature map; "
+                 "efficientnet-lite0: probability of its top class", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.975))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
