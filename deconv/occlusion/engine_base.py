@@ -9,6 +9,8 @@ settings, so no cache outlives the sweep.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from deconv.errors import InvalidArgumentError
@@ -89,6 +91,22 @@ class OcclusionEngine:
 
     def _outputs(self, boxes: torch.Tensor) -> OcclusionOutputs:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _fall_back(self, message: str, reason: str) -> None:
+        """Give up the incremental path: warn, and keep the unoccluded reference run naively.
+
+        Args:
+            message (str): what cannot run (the warning's start).
+            reason (str): why, kept as ``self.reason`` and said in the warning.
+        """
+        from deconv.occlusion.naive import naive_occlusion_outputs
+
+        self.incremental, self.reason = False, reason
+        warnings.warn(f"{message} ({reason}); falling back to the naive batched forward",
+                      stacklevel=3)
+        self.reference = naive_occlusion_outputs(
+            self.module, self.image, 0.0, torch.zeros(1, 4, dtype=torch.long),
+            layer=self.layer, reduce=self.reduce)
 
     def _naive_outputs(self, boxes: torch.Tensor) -> OcclusionOutputs:
         """The naive batched forward (an engine's fall-back for a model it cannot run)."""

@@ -33,7 +33,6 @@ size, values outside it taken from the unoccluded image) and ``compute_dtype`` (
 from __future__ import annotations
 
 import math
-import warnings
 from copy import deepcopy
 from dataclasses import dataclass
 
@@ -47,7 +46,6 @@ from deconv.layers import module_of, resolve_layer
 from deconv.occlusion.engine_base import OcclusionEngine
 from deconv.occlusion.graph_plan import GraphPlan, NodeRule, plan_graph
 from deconv.occlusion.incremental_plan import IncrementalPlanError, affected_range
-from deconv.occlusion.naive import naive_occlusion_outputs
 from deconv.occlusion.outputs import OcclusionOutputs
 
 __all__ = ["GraphOcclusion", "supports_graph"]
@@ -164,12 +162,7 @@ class GraphOcclusion(OcclusionEngine):
         try:
             plan = plan_graph(network, work_image)
         except IncrementalPlanError as exc:
-            self.incremental, self.reason = False, str(exc)
-            warnings.warn(f"graph incremental occlusion cannot run this model ({exc}); "
-                          f"falling back to the naive batched forward", stacklevel=2)
-            self.reference = naive_occlusion_outputs(
-                self.module, image, 0.0, torch.zeros(1, 4, dtype=torch.long),
-                layer=self.layer, reduce=reduce)
+            self._fall_back("graph incremental occlusion cannot run this model", str(exc))
             return
         self.incremental, self.reason = True, ""
         self.image, self.fill = work_image, self.fill.to(work_image.dtype)

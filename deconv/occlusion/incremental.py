@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from copy import deepcopy
 from dataclasses import dataclass
 
@@ -66,7 +65,7 @@ from deconv.occlusion.incremental_plan import (
     affected_range,
     plan_chain,
 )
-from deconv.occlusion.naive import layer_name, naive_occlusion_outputs
+from deconv.occlusion.naive import layer_name
 from deconv.occlusion.outputs import OcclusionOutputs, reduce_capture
 
 _SIZES_PER_AXIS = 4  # low-memory mode: window lengths per layer and axis
@@ -215,14 +214,9 @@ class IncrementalOcclusion(OcclusionEngine):
         self._split_bytes = 3 << 20
         self.work: dict[str, dict] = {}
         ok, reason = supports(self.module)
-        self.incremental = ok
         self.reason = reason
         if not ok:
-            warnings.warn(f"incremental occlusion does not support this model ({reason}); "
-                          f"falling back to the naive batched forward", stacklevel=2)
-            self.reference = naive_occlusion_outputs(
-                self.module, image, 0.0, torch.zeros(1, 4, dtype=torch.long),
-                layer=self.layer, reduce=reduce)
+            self._fall_back("incremental occlusion does not support this model", reason)
             return
         if compute_dtype is not None:
             self.image, self.fill = image.to(compute_dtype), self.fill.to(compute_dtype)
