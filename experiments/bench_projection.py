@@ -182,14 +182,15 @@ def _figure(runs: list[dict], path: Path, title: str) -> None:
         ax.bar([p[0] for p in pts], [p[1] for p in pts], 0.2, label=label)
         for x, rate, speedup in pts:
             if speedup is not None:  # our engines: speed-up over captum on the bar
-                ax.text(x, rate, f"{speedup:.1f}x", ha="center", va="bottom", fontsize=7)
+                ax.text(x, rate * 1.1, f"{speedup:.1f}x", ha="center", va="bottom", fontsize=6,
+                        rotation=90)
     lowest = min(r["captum_units_per_s"] for r in runs)
     ax.set_yscale("log")
-    ax.set_ylim(bottom=lowest / 2)
+    ax.set_ylim(bottom=lowest / 2, top=max(r.get(k, 0) for r in runs for k, _, _ in bars) * 8)
     ax.set_xticks(xs, labels, fontsize=7)
     ax.set_ylabel("projections / second")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
