@@ -161,6 +161,53 @@ def test_interrupted_build_continues_to_the_same_atlas(tmp_path, monkeypatch):
             assert files_resumed[path] == sha, path
 
 
+def test_projection_groups_and_batches_do_not_change_the_pictures(tmp_path, monkeypatch):
+    """Units sorted by image in groups: one channel per group and one unit per engine call
+    give the same pictures as whole-layer groups (float noise only)."""
+    from deconv.atlas import stages
+
+    whole = build_tiny(tmp_path / "whole", optima=0).manifest
+    monkeypatch.setattr(stages, "GROUP_UNITS", 1)  # every channel its own group
+    real = stages._project_group
+    monkeypatch.setattr(stages, "_project_group", lambda *a: real(*a[:8], 1, a[9]))
+    small = build_tiny(tmp_path / "small", optima=0).manifest
+    assert _comparable(small) == _comparable(whole)
+    jpegs = [f["path"] for f in whole["files"] if f["path"].endswith(".jpg")]
+    assert len(jpegs) > 20
+    for path in jpegs:
+        a = np.asarray(Image.open(tmp_path / "whole" / path), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "small" / path), dtype=int)
+        assert np.abs(a - b).max() <= 2, path
+
+
+def test_patch_strips_show_the_top_units_in_rank_order(tmp_path):
+    """Each tile of a channel's patch strip is the crop of its rank's image at its position
+    (the units go down sorted by image; the strip must come back in rank order)."""
+    from deconv.atlas.build import _min_max
+    from deconv.atlas.images import fit
+    from deconv.plots.topk_grids import crop, unit_window
+    from deconv.receptive_field import receptive_field
+
+    out = tmp_path / "atlas"
+    build_tiny(out, optima=0)
+    images = tiny_data().tensors[0]
+    field = receptive_field(tiny_model(), "4", (24, 24))
+    stats = json.loads(next((out / "_work").glob("*4*/stats.json")).read_text())
+    checked = 0
+    for record in stats["channels"]:
+        if record["channel"] == DEAD_CHANNEL:
+            continue
+        strip = np.asarray(Image.open(out / "img" / "4" / f"c{record['channel']:04d}-patches.jpg"),
+                           dtype=float) / 255
+        tiles = [strip[:, i * 26:i * 26 + 24] for i in range(len(record["top_image_ids"]))]
+        want = [fit(crop(_min_max(images[i]), unit_window(field, y, x)), 24).permute(1, 2, 0)
+                .numpy() for i, (y, x) in zip(record["top_image_ids"], record["top_positions"])]
+        errors = np.array([[np.abs(t - w).mean() for w in want] for t in tiles])
+        assert (errors.argmin(axis=1) == np.arange(len(tiles))).all(), errors
+        checked += 1
+    assert checked >= 5
+
+
 def test_more_layers_and_optima_reuse_earlier_work(tmp_path):
     from deconv.atlas import build_atlas
 

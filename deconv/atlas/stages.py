@@ -84,14 +84,23 @@ def _first_layer_filters(model, card: LayerCard) -> torch.Tensor | None:
     return conv.weight.detach().cpu().float()
 
 
+#: Units whose display tiles (uint8) are held at once: a layer's top-k units are projected in
+#: groups of about this many, sorted by image so that each image's forward pass serves all its
+#: units of the group (2,304 units: ~85 MB of 64 px tiles; an interrupted build loses at most
+#: one group).
+GROUP_UNITS = 2304
+
+
 def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
                   deprocess: Callable, tile: int, units: int, progress: bool,
                   guided: bool = True) -> None:
     """Write the patches, projections (deconvnet, guided) and thumbnails of every channel of
     ``card`` that has no projection record yet; ``units`` are projected together.
 
-    Each image is preprocessed once per layer; a chunk's engines run on its distinct images
-    only (the units point into them), so the forward passes cost what the images cost."""
+    The channels are taken in groups (:data:`GROUP_UNITS` top-k units); a group's units are
+    sent down sorted by image, ``units`` at a time, so an image is preprocessed and run forward
+    once for all its units in the group, whatever channels they belong to. Each channel's files
+    and record are written when its group is done."""
     from deconv.deconvnet import GenericDeconvnet, deconvnet_for
     from deconv.receptive_field import receptive_field
 
@@ -107,15 +116,15 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
         engines["guided"] = GenericDeconvnet(model, rule="guided")
     input_size = tuple(data.image(0).shape[-2:])
     field = receptive_field(model, name, input_size) if len(card.output_shape) == 3 else None
-    cache: dict[int, torch.Tensor] = {}
-    bar = tqdm(total=len(todo), desc=f"projections {name}", unit="ch", disable=not progress)
-    per_chunk = max(1, units // result.k)
+    total = sum(len(result.top(name, c)) for c in todo)
+    bar = tqdm(total=total, desc=f"projections {name}", unit="unit", disable=not progress)
+    per_group = max(1, GROUP_UNITS // result.k)
     try:
-        for begin in range(0, len(todo), per_chunk):
-            chunk = todo[begin:begin + per_chunk]
-            tiles = _project_chunk(engines, data, cache, result, name, chunk, field, deprocess,
-                                   tile, units)
-            for c in chunk:
+        for begin in range(0, len(todo), per_group):
+            group = todo[begin:begin + per_group]
+            tiles = _project_group(engines, data, result, name, group, field, deprocess, tile,
+                                   units, bar)
+            for c in group:
                 files = {}
                 if c in tiles:
                     for kind in tiles[c]:
@@ -130,52 +139,63 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
                                        work.out / image_path(name, c, "filter"))
                     files["filter"] = image_path(name, c, "filter")
                 write_json(work.record(name, "projections", c), {"files": files})
-                bar.update(1)
     finally:
         bar.close()
 
 
-def _project_chunk(engines: dict, data: AtlasData, cache: dict[int, torch.Tensor],
-                   result: TopKResult, name: str, channels: list[int], field,
-                   deprocess: Callable, tile: int, units: int) -> dict[int, dict]:
+def _as_bytes(image: torch.Tensor) -> torch.Tensor:
+    """A display tile in [0, 1] as uint8, rounded as :func:`pictures.to_pil` rounds it (so the
+    JPEG written from ``bytes / 255`` is the same)."""
+    return torch.round(image.clamp(0, 1) * 255).to(torch.uint8)
+
+
+def _project_group(engines: dict, data: AtlasData, result: TopKResult, name: str,
+                   channels: list[int], field, deprocess: Callable, tile: int, units: int,
+                   bar) -> dict[int, dict]:
     """Per channel ``{"patches" | "deconv" | "guided": [k, 3, tile, tile]}`` in [0, 1].
 
     Patches and projections are cropped to the unit's display window (the receptive field,
     :func:`deconv.plots.topk_grids.unit_window`; the whole image for a ``[B, F]`` layer);
-    projections are scaled for display with the package's one percentile rule."""
+    projections are scaled for display with the package's one percentile rule. The units go
+    down sorted by image, ``units`` per call; tiles are kept as bytes until the group is done."""
     from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display
     from deconv.plots.topk_grids import crop, unit_window
 
-    rows = [(c, e) for c in channels for e in result.top(name, c)]
+    rows = [(c, slot, e) for c in channels for slot, e in enumerate(result.top(name, c))]
     if not rows:
         return {}
-    ids = list(dict.fromkeys(e.image_id for _, e in rows))
-    for i in ids:
-        if i not in cache:
-            cache[i] = data.image(i)
-    batch = torch.stack([cache[i] for i in ids])
-    where = {i: j for j, i in enumerate(ids)}
+    rows.sort(key=lambda row: row[2].image_id)
     param = next(engines["deconv"].module.parameters(), None)
-    if param is not None:
-        batch = batch.to(param.device, param.dtype)
-    if field is None:
-        table = torch.tensor([[where[e.image_id], c] for c, e in rows])
-    else:
-        table = torch.tensor([[where[e.image_id], c, e.y, e.x] for c, e in rows])
-    projections = {kind: engine.project(batch, name, table, chunk_size=units).cpu().float()
-                   for kind, engine in engines.items()}
-    pixels = deprocess(batch.cpu().float())
-    out: dict[int, dict[str, list]] = {}
-    for j, (c, entry) in enumerate(rows):
-        window = unit_window(field, entry.y, entry.x) if field is not None \
-            else (0, 0, *pixels.shape[-2:])
-        tiles = out.setdefault(c, {"patches": [], **{kind: [] for kind in projections}})
-        tiles["patches"].append(pictures.fit(crop(pixels[where[entry.image_id]], window), tile))
-        for kind in projections:
-            shown = normalize_for_display(crop(projections[kind][j], window),
-                                          percentile=DISPLAY_PERCENTILE)
-            tiles[kind].append(pictures.fit(shown, tile))
-    return {c: {kind: torch.stack(v) for kind, v in tiles.items()} for c, tiles in out.items()}
+    out: dict[int, dict[str, dict[int, torch.Tensor]]] = {}
+    cache: dict[int, torch.Tensor] = {}
+    for begin in range(0, len(rows), units):
+        batch_rows = rows[begin:begin + units]
+        ids = list(dict.fromkeys(e.image_id for _, _, e in batch_rows))
+        cache = {i: cache[i] if i in cache else data.image(i) for i in ids}  # the last batch's
+        batch = torch.stack([cache[i] for i in ids])
+        where = {i: j for j, i in enumerate(ids)}
+        if param is not None:
+            batch = batch.to(param.device, param.dtype)
+        if field is None:
+            table = torch.tensor([[where[e.image_id], c] for c, _, e in batch_rows])
+        else:
+            table = torch.tensor([[where[e.image_id], c, e.y, e.x] for c, _, e in batch_rows])
+        projections = {kind: engine.project(batch, name, table, chunk_size=units).cpu().float()
+                       for kind, engine in engines.items()}
+        pixels = deprocess(batch.cpu().float())
+        for j, (c, slot, entry) in enumerate(batch_rows):
+            window = unit_window(field, entry.y, entry.x) if field is not None \
+                else (0, 0, *pixels.shape[-2:])
+            tiles = out.setdefault(c, {"patches": {}, **{kind: {} for kind in projections}})
+            tiles["patches"][slot] = _as_bytes(
+                pictures.fit(crop(pixels[where[entry.image_id]], window), tile))
+            for kind in projections:
+                shown = normalize_for_display(crop(projections[kind][j], window),
+                                              percentile=DISPLAY_PERCENTILE)
+                tiles[kind][slot] = _as_bytes(pictures.fit(shown, tile))
+        bar.update(len(batch_rows))
+    return {c: {kind: torch.stack([v[slot] for slot in sorted(v)]).float() / 255
+                for kind, v in tiles.items()} for c, tiles in out.items()}
 
 
 def optimize_layer(model, card: LayerCard, work: WorkDir, budget: int | None,
