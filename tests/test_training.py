@@ -113,8 +113,8 @@ def test_rms_never_exceeds_radius_after_any_training_step(tmp_path, monkeypatch)
     seen = []
     original = loop.feature_scale_clip_by_layer
 
-    def checked(model, radius):
-        n = original(model, radius)
+    def checked(model, radius, layer_radii=None):
+        n = original(model, radius, layer_radii)
         seen.append(max(float(float64_rms(m.weight.detach()).max()) for m in model.modules()
                         if isinstance(m, nn.Conv2d)))
         return n
@@ -129,6 +129,35 @@ def test_rms_never_exceeds_radius_after_any_training_step(tmp_path, monkeypatch)
     assert set(by_layer) == {n for n, m in tiny_model().named_modules() if isinstance(m, nn.Conv2d)}
     for name, rms in history[0]["filter_rms"].items():
         assert max(rms) <= 0.1 and len(rms) == dict(tiny_model().named_modules())[name].out_channels
+
+
+def test_per_layer_radius_clips_that_layer_at_its_own_radius(tmp_path):
+    """``clip_layer_radii``: the named conv at its radius, the others at ``clip_radius``."""
+    from deconv.training.clipping import feature_scale_clip_by_layer
+
+    model = tiny_model()
+    first, second = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][:2]
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(0).add_(0.05)  # every filter at RMS 0.05
+    counts = feature_scale_clip_by_layer(model, 0.1, {first: 0.03})
+    convs = dict(model.named_modules())
+    assert counts[first] == convs[first].out_channels and counts[second] == 0
+    assert float(filter_rms(convs[first].weight).max()) <= 0.03
+    untouched = filter_rms(convs[second].weight)
+    assert torch.allclose(untouched, torch.full_like(untouched, 0.05))
+    with pytest.raises(ValueError, match="not conv modules"):
+        feature_scale_clip_by_layer(model, 0.1, {"nope": 0.03})
+    with pytest.raises(ValueError, match="needs clip_radius"):
+        TrainSettings(clip_radius=None, clip_layer_radii={first: 0.03})
+    settings = TrainSettings(epochs=1, batch_size=16, lr=0.5, clip_radius=0.1,
+                             clip_layer_radii={first: 0.02})
+    history = train(tiny_model(), toy_data(), settings, tmp_path, progress=False)
+    assert max(history[0]["filter_rms"][first]) <= 0.02
+    assert max(history[0]["filter_rms"][second]) <= 0.1
+    assert "clip_layer_radii" not in TrainSettings().to_json()  # old runs still resume
+    assert settings.to_json()["clip_layer_radii"] == {first: 0.02}
 
 
 # ---------------------------------------------------------------- the loop

@@ -44,12 +44,15 @@ def feature_scale_clip(model: nn.Module, radius: float = 0.1) -> int:
 
 
 @torch.no_grad()
-def feature_scale_clip_by_layer(model: nn.Module, radius: float = 0.1) -> dict[str, int]:
+def feature_scale_clip_by_layer(model: nn.Module, radius: float = 0.1,
+                                layer_radii: dict[str, float] | None = None) -> dict[str, int]:
     """:func:`feature_scale_clip`, returning how many filters were rescaled in each conv layer.
 
     Args:
         model (nn.Module): the network; every ``nn.Conv2d`` (any ``_ConvNd``) is visited.
         radius (float): the largest RMS allowed (0.1 in the paper).
+        layer_radii (dict[str, float] | None): a different radius for these conv modules
+            (by name), e.g. ``{"features.0": 0.03}``; the others use ``radius``.
 
     Returns:
         dict[str, int]: ``{module name: filters rescaled}`` for every conv layer (0 included),
@@ -58,18 +61,25 @@ def feature_scale_clip_by_layer(model: nn.Module, radius: float = 0.1) -> dict[s
     Raises:
         ValueError: ``radius`` is not positive.
     """
-    if not radius > 0:
-        raise InvalidArgumentError(f"radius must be positive, got {radius}")
+    layer_radii = dict(layer_radii or {})
+    if not radius > 0 or not all(r > 0 for r in layer_radii.values()):
+        raise InvalidArgumentError(f"radii must be positive, got {radius} and {layer_radii}")
+    convs = {name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)}
+    unknown = sorted(set(layer_radii) - convs)
+    if unknown:
+        raise InvalidArgumentError(f"layer_radii names {unknown}, which are not conv modules of "
+                                   f"the model; its conv modules are {sorted(convs)}")
     counts: dict[str, int] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvNd):
+            radius_here = layer_radii.get(name, radius)
             weight = module.weight
             rms = filter_rms(weight)
-            over = rms > radius
+            over = rms > radius_here
             counts[name] = int(over.sum())
             if counts[name]:
                 # a hair under the radius, so rounding never leaves a filter above it
                 margin = 1.0 - 4 * torch.finfo(weight.dtype).eps
-                scale = (radius * margin / rms[over]).to(weight.dtype)
+                scale = (radius_here * margin / rms[over]).to(weight.dtype)
                 weight[over] *= scale.view(-1, *([1] * (weight.dim() - 1)))
     return counts

@@ -59,6 +59,8 @@ class TrainSettings:
         warmup_epochs (int): linear warm-up of the rate over the first epochs' steps (0: none).
         clip_radius (float | None): feature-scale clipping radius after every step (0.1 in the
             paper); None turns clipping off.
+        clip_layer_radii (dict[str, float] | None): a different radius for these conv modules
+            (by name), e.g. ``{"features.0": 0.03}``; needs ``clip_radius``.
         checkpoint_epochs (tuple[int, ...]): epochs after which ``epoch_NNN.pt`` is saved.
         seed (int): seeds shuffling, dropout and augmentation.
         eval_batch_size (int): batch size of evaluation.
@@ -72,6 +74,7 @@ class TrainSettings:
     lr_drops: tuple[int, ...] = ()
     warmup_epochs: int = 0
     clip_radius: float | None = 0.1
+    clip_layer_radii: dict[str, float] | None = None
     checkpoint_epochs: tuple[int, ...] = field(default=())
     seed: int = 0
     eval_batch_size: int = 512
@@ -84,6 +87,11 @@ class TrainSettings:
         if self.clip_radius is not None and not self.clip_radius > 0:
             raise InvalidArgumentError(
                 f"clip_radius must be positive or None, got {self.clip_radius}")
+        if self.clip_layer_radii and (self.clip_radius is None or not all(
+                isinstance(r, (int, float)) and r > 0 for r in self.clip_layer_radii.values())):
+            raise InvalidArgumentError(
+                f"clip_layer_radii needs clip_radius set and positive radii, got "
+                f"{self.clip_layer_radii} with clip_radius {self.clip_radius}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise InvalidArgumentError(
                 f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
@@ -92,8 +100,12 @@ class TrainSettings:
             raise InvalidArgumentError(f"checkpoint_epochs {bad} are outside 1..{self.epochs}")
 
     def to_json(self) -> dict:
-        """The settings as a JSON-able dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The settings as a JSON-able dict (tuples become lists; ``clip_layer_radii`` only
+        when set, so runs written before it existed still resume)."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if out["clip_layer_radii"] is None:
+            del out["clip_layer_radii"]
+        return out
 
 
 def scaled_checkpoint_epochs(epochs: int, paper: Sequence[int] = PAPER_CHECKPOINT_EPOCHS,
@@ -328,7 +340,8 @@ def _train_epoch(model, optimizer, data, settings, epoch, steps, shuffle, batch_
         loss.backward()
         optimizer.step()
         if settings.clip_radius is not None:
-            for name, n in feature_scale_clip_by_layer(model, settings.clip_radius).items():
+            for name, n in feature_scale_clip_by_layer(model, settings.clip_radius,
+                                                       settings.clip_layer_radii).items():
                 clipped[name] += n
         if on_step is not None:
             on_step(epoch, step, model)
