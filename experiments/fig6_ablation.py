@@ -10,8 +10,8 @@ evaluated per epoch (about 3 CPU-minutes per 7x7/2 run and 1 per 11x11/4 run, on
 
 Why a second radius: the paper's 0.1 is ten times its init (RMS 0.01), a size its ImageNet
 filters reach over 70 epochs. In 3 epochs here the largest conv1 filter of an unclipped run ends
-between 0.045 and 0.11 (probe runs, recorded in the JSON's ``runs``), so at 0.1 clipping acts
-in only some runs and cannot be compared with no clipping in the others. 0.03 (three times the
+between 0.041 and 0.112 (``conv1_rms_max_per_epoch`` in the JSON's ``runs``), so at 0.1 clipping
+acts on conv1 in one run of six and the others are their unclipped twins. 0.03 (three times the
 init) lies above the median filter and below the largest one of the unclipped runs, so it caps
 the filters that outgrow the rest, which is what the paper's clipping is for, and it acts in
 every clipped run (``conv1_clipping_acted`` in the JSON says so per run; the verdicts are judged at
