@@ -93,9 +93,10 @@ GROUP_UNITS = 2304
 
 def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
                   deprocess: Callable, tile: int, units: int, progress: bool,
-                  guided: bool = True) -> None:
+                  guided: bool = True) -> int:
     """Write the patches, projections (deconvnet, guided) and thumbnails of every channel of
-    ``card`` that has no projection record yet; ``units`` are projected together.
+    ``card`` that has no projection record yet; ``units`` are projected together. Returns how
+    many channels were projected (0: all were done already).
 
     The channels are taken in groups (:data:`GROUP_UNITS` top-k units); a group's units are
     sent down sorted by image, ``units`` at a time, so an image is preprocessed and run forward
@@ -108,7 +109,7 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
     done = work.records(name, "projections", card.channels)
     todo = [c for c in range(card.channels) if c not in done]
     if not todo:
-        return
+        return 0
     result = TopKResult.load(work.layer(name) / "topk.pt")
     filters = _first_layer_filters(model, card)
     engines = {"deconv": deconvnet_for(model, name)}
@@ -141,6 +142,7 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
                 write_json(work.record(name, "projections", c), {"files": files})
     finally:
         bar.close()
+    return len(todo)
 
 
 def _as_bytes(image: torch.Tensor) -> torch.Tensor:
