@@ -10,8 +10,9 @@ through it:
   arithmetic with numbers or per-channel constants): the region is kept.
 * ``"spatial"``: each output pixel reads a kernel window of its input (``Conv2d`` with any
   stride, dilation, groups or padding, ``"same"`` included; ``MaxPool2d``/``AvgPool2d``, also as
-  functions; constant ``F.pad`` and the zoo's TensorFlow ``SamePad2d``): the region grows by the
-  kernel span and shrinks by the stride (:func:`~deconv.occlusion.incremental_plan.affected_range`).
+  functions; constant ``F.pad`` and TensorFlow's ``SAME`` padding,
+  :class:`deconv.same_padding.SamePad2d`): the region grows by the kernel span and shrinks
+  by the stride (:func:`~deconv.occlusion.incremental_plan.affected_range`).
 * channels-last blocks: between ``permute(0, 2, 3, 1)`` and its inverse, ``LayerNorm`` over
   channels, ``Linear`` and element-wise ops are pointwise too (ConvNeXt);
 * ``"merge"``: element-wise ops of several tensors of the same size (a residual ``add``, a
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from deconv.occlusion.incremental_plan import IncrementalPlanError, SpatialGeometry
+from deconv.same_padding import SamePad2d
 
 __all__ = ["NodeRule", "SpatialOp", "GraphPlan", "plan_graph", "trace_graph"]
 
@@ -156,11 +158,9 @@ class GraphPlan:
 
 
 class _Tracer(fx.Tracer):
-    """``torch.fx`` tracer that keeps the zoo's ``SamePad2d`` (shape-dependent) as one node."""
+    """``torch.fx`` tracer that keeps ``SamePad2d`` (shape-dependent) as one node."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        from deconv.zoo.efficientnet_lite0 import SamePad2d
-
         return isinstance(m, SamePad2d) or super().is_leaf_module(m, module_qualified_name)
 
 
@@ -488,8 +488,6 @@ class _Classifier:
     @staticmethod
     def _module_kind(module: nn.Module, inputs: list[torch.Tensor], y: torch.Tensor
                      ) -> tuple[str, object]:
-        from deconv.zoo.efficientnet_lite0 import SamePad2d
-
         x = inputs[0]
         if len(inputs) != 1:
             return "full", "reads several image tensors"

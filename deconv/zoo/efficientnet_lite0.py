@@ -47,14 +47,13 @@ layer of ZFNet. For rectified maps inside a stage use ``stages.S.B.depthwise_act
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from deconv.same_padding import SamePad2d
 from deconv.validation import read_checkpoint
 from deconv.zoo.registry import (
     LoadedModel,
@@ -105,32 +104,6 @@ LITE0_STAGES: tuple[StageSpec, ...] = (
     StageSpec(4, 5, 2, 6, 192),
     StageSpec(1, 3, 1, 6, 320),
 )
-
-
-class SamePad2d(nn.Module):
-    """TensorFlow ``"SAME"`` zero padding for a strided conv: the extra pixel goes bottom/right.
-
-    Args:
-        kernel (int): kernel size of the conv that follows (padding 0).
-        stride (int): its stride.
-    """
-
-    def __init__(self, kernel: int, stride: int):
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
-    def _pads(self, n: int) -> tuple[int, int]:
-        total = max((math.ceil(n / self.stride) - 1) * self.stride + self.kernel - n, 0)
-        return total // 2, total - total // 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad ``x`` [B, C, H, W] so that the conv gives ``ceil(H / stride)`` rows."""
-        top, bottom = self._pads(x.shape[-2])
-        left, right = self._pads(x.shape[-1])
-        return F.pad(x, (left, right, top, bottom))
-
-    def extra_repr(self) -> str:
-        return f"kernel={self.kernel}, stride={self.stride}"
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
