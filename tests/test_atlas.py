@@ -92,6 +92,41 @@ def test_model_card_and_links(tmp_path):
     assert all(r["optimum"] is None for r in first["feature_maps"])
 
 
+def test_links_through_a_chain_of_convolutions(tmp_path):
+    """VGG-style blocks: two convs between the atlas layers; the link strength of in -> out is
+    the sum over every path of the |w| products (numpy, path by path), relative to the max."""
+    from torch import nn
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(5, 6, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(6 * 12 * 12, 4)).eval()
+    from deconv.atlas import build_atlas
+
+    manifest = build_atlas(model, tiny_data(), ["1", "6"], tmp_path / "atlas", k=4, optima=0,
+                           tile=24, progress=False).manifest
+    first, second = manifest["layers"]
+    a = model[3].weight.detach().abs().sum((2, 3)).double().numpy()  # [5, 4]
+    b = model[5].weight.detach().abs().sum((2, 3)).double().numpy()  # [6, 5]
+    paths = np.zeros((6, 4))
+    for out in range(6):
+        for mid in range(5):
+            for inp in range(4):
+                paths[out, inp] += b[out, mid] * a[mid, inp]
+    paths /= paths.max()
+    for c, record in enumerate(second["feature_maps"]):
+        expected = np.argsort(-paths[c], kind="stable")[:5].tolist()
+        assert [j for j, _ in record["previous_links"]] == expected
+        assert [w for _, w in record["previous_links"]] == pytest.approx(
+            paths[c][expected].tolist(), abs=1e-6)
+    for c, record in enumerate(first["feature_maps"]):
+        assert [j for j, _ in record["next_links"]] == \
+            np.argsort(-paths[:, c], kind="stable")[:5].tolist()
+    page = (tmp_path / "atlas" / second["feature_maps"][0]["page"]).read_text()
+    assert "through 2 convolutions" in page
+
+
 def test_every_file_listed_with_size_and_hash(tmp_path):
     import hashlib
 
@@ -206,6 +241,48 @@ def test_patch_strips_show_the_top_units_in_rank_order(tmp_path):
         assert (errors.argmin(axis=1) == np.arange(len(tiles))).all(), errors
         checked += 1
     assert checked >= 5
+
+
+def test_crops_of_one_photo_show_distinct_regions(tmp_path):
+    """With ``source_boxes`` (crops of larger photos) a channel's top-k never holds the same
+    region twice: here every image has an identical twin (the same photo, the same place)."""
+    from torch.utils.data import TensorDataset
+
+    from deconv.atlas import AtlasData
+
+    images, labels = tiny_data(n=20).tensors
+    twins = TensorDataset(images.repeat_interleave(2, dim=0), labels.repeat_interleave(2))
+
+    def same_place(ids, boxes):  # crops 2j and 2j+1 are one region of photo j
+        return torch.div(ids, 2, rounding_mode="floor"), boxes.double()
+
+    def data(boxes):
+        return AtlasData(twins, twins.tensors[1], ["a", "b", "c", "d"], {"kind": "twins"},
+                         f"twins-{boxes is not None}", None, boxes)
+
+    plain = build_tiny(tmp_path / "plain", data=data(None), optima=0).manifest
+    distinct = build_tiny(tmp_path / "distinct", data=data(same_place), optima=0).manifest
+    assert distinct["settings"]["distinct"]["max_overlap"] == 0.5
+    assert plain["settings"]["distinct"] is None
+    model = tiny_model()
+    with torch.no_grad():
+        maps = {"1": model[:2](images), "4": model[:5](images)}
+    pairs_plain = pairs_distinct = checked = 0
+    for before, after in zip(plain["layers"], distinct["layers"]):
+        for a, b in zip(before["feature_maps"], after["feature_maps"]):
+            if a["dead_fraction"] == 1.0:
+                continue
+            photos = [i // 2 for i in b["top_image_ids"]]
+            pairs_distinct += len(photos) - len(set(photos))
+            pairs_plain += len(a["top_image_ids"]) - len({i // 2 for i in a["top_image_ids"]})
+            # independent reference: the 4 best photos by their spatial maximum, each shown
+            # by its first crop (twins tie; ties go to the lower id)
+            maxima = maps[before["name"]][:, a["channel"]].flatten(1).amax(1)
+            order = torch.argsort(-maxima, stable=True)[:4]
+            if maxima[order[-1]] > 0:
+                assert b["top_image_ids"] == (2 * order).tolist()
+                checked += 1
+    assert pairs_distinct == 0 and pairs_plain > 10 and checked >= 5
 
 
 def test_more_layers_and_optima_reuse_earlier_work(tmp_path):

@@ -119,7 +119,8 @@ def build_atlas(model, data, layers: Sequence[str | int] | str | int, out: str |
     size = optima_size or min(128, max(input_size))
     optimum = {"size": size, "steps": steps, "lr": 0.05, "seed": seed,
                "parametrization": "fourier", "decorrelate": True, "transforms": "standard"}
-    settings = {"k": k, "tile": tile, "optima": optimum, "guided": guided, "format": FORMAT}
+    settings = {"k": k, "tile": tile, "optima": optimum, "guided": guided, "format": FORMAT,
+                "distinct": stages.DISTINCT if source.source_boxes is not None else None}
     fingerprint = {"model": model_fingerprint(model), "data": source.fingerprint,
                    "settings": settings}
     out = Path(out)

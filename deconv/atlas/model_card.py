@@ -130,28 +130,42 @@ def strongest_links(model, cards: list[LayerCard], count: int = 5
                     ) -> dict[str, dict[str, list[list]]]:
     """For each atlas layer, per channel the strongest-weight channels of its neighbours.
 
-    ``"previous"``: channels of the previous atlas layer with the largest filter-weight norm
-    ``sum |w[c, j]|`` into channel ``c`` (via this layer's feeding convolution);
-    ``"next"``: channels ``j`` of the next atlas layer that ``c`` feeds most
-    (``sum |w_next[j, c]|``). A pair is linked only when the convolution sits between the two
-    layers and its channel counts match them (a plain chain of convolutions).
+    ``"previous"``: channels of the previous atlas layer with the largest weight strength into
+    channel ``c``; ``"next"``: channels ``j`` of the next atlas layer that ``c`` feeds most.
+    Through one convolution the strength of ``in -> out`` is ``sum |w[out, in]|`` over the
+    kernel; through a plain chain of convolutions between the two layers (VGG's blocks: each
+    conv's input channels are the previous conv's outputs, ``groups=1``) it is the summed
+    strength of every path, the product of the convolutions' ``[out, in]`` strength matrices
+    (``"through"`` records how many). Layers with anything else between them (a branch, a
+    grouped conv, mismatched channels) are not linked.
 
     Returns:
         dict[str, dict[str, list[list]]]: layer -> {"previous" | "next": per channel a list
-        of ``[channel, weight]`` pairs, strongest first}.
+        of ``[channel, strength]`` pairs, strongest first; ``"through_previous"`` /
+        ``"through_next"``: the number of convolutions between}.
     """
     module = module_of(model)
-    order = {name: i for i, (name, _) in enumerate(module.named_modules())}
+    named = list(module.named_modules())
+    order = {name: i for i, (name, _) in enumerate(named)}
     links: dict[str, dict[str, list[list]]] = {c.name: {} for c in cards}
     for before, after in zip(cards, cards[1:]):
         conv_name = after.feeding_conv
         if conv_name is None or not order[before.name] < order[conv_name] <= order[after.name]:
             continue
-        conv = module.get_submodule(conv_name)
-        if conv.groups != 1 or conv.in_channels != before.channels \
-                or conv.out_channels != after.channels:
+        convs = [m for name, m in named if order[before.name] < order[name] <= order[conv_name]
+                 and isinstance(m, nn.Conv2d)]
+        channels = before.channels
+        strength = None
+        for conv in convs:
+            if conv.groups != 1 or conv.in_channels != channels:
+                strength = None
+                break
+            step = conv.weight.detach().abs().flatten(2).sum(2).double().cpu()  # [out, in]
+            strength = step if strength is None else step @ strength
+            channels = conv.out_channels
+        if strength is None or channels != after.channels:
             continue
-        strength = conv.weight.detach().abs().flatten(2).sum(2).double().cpu()  # [out, in]
+        strength = strength / strength.max().clamp_min(1e-300) if len(convs) > 1 else strength
         n_prev = min(count, strength.shape[1])
         n_next = min(count, strength.shape[0])
         into = strength.topk(n_prev, dim=1)
@@ -162,4 +176,6 @@ def strongest_links(model, cards: list[LayerCard], count: int = 5
         links[before.name]["next"] = [
             [[int(j), round(float(v), 6)] for v, j in zip(vals, idx)]
             for vals, idx in zip(out_of.values, out_of.indices)]
+        links[after.name]["through_previous"] = len(convs)
+        links[before.name]["through_next"] = len(convs)
     return links

@@ -121,6 +121,11 @@ def _index_html(model: dict, data: dict, settings: dict, cards: list[LayerCard],
     facts = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in data.items()
                     if not isinstance(v, (list, dict)))
     opt = settings["optima"]
+    rule = settings.get("distinct")
+    distinct = "" if not rule else (
+        f", distinct regions: of the best {rule['candidates']}&times; as many, none overlapping a "
+        f"better one of the same photo by more than {rule['max_overlap']:g} of the smaller "
+        f"receptive field")
     times = "".join(f"<dt>{_e(k)}</dt><dd>{v:.1f} s</dd>" for k, v in timings.items())
     body = f"""<h1>Atlas of {_e(model['name'])}</h1>
 <p class="muted">{_e(model['source'])}</p>
@@ -136,7 +141,7 @@ def _index_html(model: dict, data: dict, settings: dict, cards: list[LayerCard],
 Dead: the map is zero on every image. Receptive field and jump for a
 {model['input_size'][0]}&times;{model['input_size'][1]} input.</p>
 <h2>Data</h2><dl class="facts">{facts}</dl>
-<h2>Settings</h2><dl class="facts"><dt>top images per channel</dt><dd>{settings['k']}</dd>
+<h2>Settings</h2><dl class="facts"><dt>top images per channel</dt><dd>{settings['k']}{distinct}</dd>
 <dt>optima</dt><dd>{opt['steps']} Adam steps (lr {opt['lr']}), {opt['size']} px,
 {_e(opt['parametrization'])} parametrization, decorrelated colour, standard transforms,
 seed {opt['seed']}</dd><dt>model fingerprint</dt><dd><code>{model['fingerprint'][:16]}</code></dd>
@@ -196,13 +201,18 @@ if labelled else ''}</p>
     return _document(f"{card.name}: every channel", "../", body)
 
 
-def _links_html(card_of: dict, layer: str | None, pairs: list | None, title: str) -> str:
+def _links_html(card_of: dict, layer: str | None, pairs: list | None, title: str,
+                through: int = 1) -> str:
     if not layer or not pairs:
         return ""
+    what = "&Sigma;|w|" if through <= 1 else "path strength"
     items = "".join(f"<li><a href=\"../../{channel_page(layer, j)}\">{_e(layer)} channel {j}</a>"
-                    f" <span class=\"muted\">(&Sigma;|w| = {w:.3g})</span></li>"
+                    f" <span class=\"muted\">({what} = {w:.3g})</span></li>"
                     for j, w in pairs)
-    return f"<div><h2>{_e(title)}</h2><ul>{items}</ul></div>"
+    note = "" if through <= 1 else (
+        f"<p class=\"muted\">through {through} convolutions: the summed |w| products of "
+        f"every path, relative to the layer pair's strongest</p>")
+    return f"<div><h2>{_e(title)}</h2><ul>{items}</ul>{note}</div>"
 
 
 def _channel_html(card: LayerCard, record: dict, files: dict, opt: dict | None, images: int,
@@ -275,9 +285,11 @@ def _channel_html(card: LayerCard, record: dict, files: dict, opt: dict | None, 
 <p class="muted">spatial maximum of the map per image, {images} images</p></div>{labels}</div>
 <div class="row">{_links_html({}, prev_layer, links.get('previous', [None] * (c + 1))[c]
                                if links.get('previous') else None,
-                               'Strongest inputs (previous layer)')}
+                               'Strongest inputs (previous layer)',
+                               links.get('through_previous', 1))}
 {_links_html({}, next_layer, links.get('next', [None] * (c + 1))[c]
-             if links.get('next') else None, 'Feeds most (next layer)')}</div>"""
+             if links.get('next') else None, 'Feeds most (next layer)',
+             links.get('through_next', 1))}</div>"""
     return _document(f"{card.name} channel {c}", "../../", body)
 
 

@@ -9,6 +9,7 @@ data itself (file bytes, pixels, labels), so a changed data set is never mixed i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class AtlasData:
         description (dict): JSON-able: what the data is (kind, source, count, ...).
         fingerprint (str): SHA-256 of the data's contents.
         item_names (list[str] | None): a name per image (file names), for captions.
+        source_boxes (Callable | None): for images cut from larger sources (the sample crops),
+            ``(ids, boxes) -> (sources, boxes)`` in source coordinates
+            (:meth:`deconv.mining.SampleCrops.source_boxes`); the build then keeps per channel
+            top-k entries that do not show the same region twice.
     """
 
     dataset: Dataset
@@ -42,6 +47,7 @@ class AtlasData:
     description: dict
     fingerprint: str
     item_names: list[str] | None = field(default=None)
+    source_boxes: Callable | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -170,7 +176,7 @@ def _from_string(source: str, model, limit: int | None) -> AtlasData:
         return AtlasData(dataset, None, None, description,
                          _sha(repr(sorted(description.items())).encode(), *pixels),
                          [f"{crops.describe(i)['photo']} {crops.describe(i)['box_ltrb']}"
-                          for i in range(len(dataset))])
+                          for i in range(len(dataset))], crops.source_boxes)
     folder = Path(source)
     from deconv.samples import ImageFiles
 

@@ -36,17 +36,34 @@ def image_path(layer: str, channel: int, kind: str) -> str:
     return f"img/{slug(layer)}/c{channel:04d}-{kind}.jpg"
 
 
+#: With ``data.source_boxes`` (crops of larger photos), mine this many candidates per kept
+#: entry and keep the best ``k`` that overlap by at most this much (intersection over the
+#: smaller receptive-field box, in the photo's pixels), as Fig. 2 does.
+DISTINCT = {"candidates": 8, "max_overlap": 0.5, "measure": "min"}
+
+
 def mine_layers(model, data: AtlasData, layers: list[str], work: WorkDir, k: int,
                 batch_size: int, progress: bool) -> dict[str, float]:
-    """Mine the layers that have no ``topk.pt``/``stats.json`` yet; returns stage seconds."""
+    """Mine the layers that have no ``topk.pt``/``stats.json`` yet; returns stage seconds.
+
+    For crops of larger photos (``data.source_boxes``) the top ``k`` of a channel are ``k``
+    distinct regions (:data:`DISTINCT`, :func:`deconv.mining.distinct_top_k`): overlapping
+    crops of one photo would otherwise show the same pixels several times."""
     todo = [name for name in layers if not (work.layer(name) / "stats.json").is_file()]
     if not todo:
         return {}
     key = hashlib.sha256("|".join(todo).encode()).hexdigest()[:12]
     checkpoint = work.root / f"mining-{key}.pt"
     start = time.perf_counter()
-    result = mine_top_k(model, data.dataset, todo, k, batch_size=batch_size,
+    mined_k = k * DISTINCT["candidates"] if data.source_boxes is not None else k
+    result = mine_top_k(model, data.dataset, todo, mined_k, batch_size=batch_size,
                         checkpoint=checkpoint, progress=progress)
+    if data.source_boxes is not None:
+        from deconv.mining.distinct import distinct_top_k, field_regions
+
+        regions = field_regions(model, tuple(data.image(0).shape[-2:]), data.source_boxes)
+        result = distinct_top_k(result, regions, k=k, max_iou=DISTINCT["max_overlap"],
+                                measure=DISTINCT["measure"])
     mined = time.perf_counter()
     tables = per_image_maxima(model, data.dataset, todo, batch_size, progress)
     for name in todo:
