@@ -331,16 +331,23 @@ def _plot(results: dict, path: Path) -> None:
         r = results["models"][name]
         exact = np.asarray(r["maps"]["exact"])
         low, high = float(exact.min()), float(exact.max())
+        if high == low:  # a constant map: a scale around it, so equal maps get equal colours
+            pad = max(abs(low) * 1e-3, 1e-12)
+            low, high = low - pad, high + pad
         for j, key in enumerate(("exact", "approximate", "drilldown")):
             ax = fig.add_subplot(grid[i, 1 + j])
-            im = ax.imshow(np.asarray(r["maps"][key]), cmap="viridis", vmin=low, vmax=high)
+            shown = np.asarray(r["maps"][key])
+            im = ax.imshow(shown, cmap="viridis", vmin=low, vmax=high)
             extra = f", SSIM {r[key]['ssim_vs_exact']:.2f}" if key != "exact" else ""
-            flat = " (constant)" if high == low and key == "exact" else ""
+            flat = " (constant)" if shown.min() == shown.max() else ""
             ax.set_title(f"{name}: {key}{extra}{flat}", fontsize=6)
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 2:
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+                bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                bar.formatter.set_useOffset(False)  # plain values, no "1e-6 + 1e-3" offset
+                bar.update_ticks()
+                bar.ax.tick_params(labelsize=6)
     fig.suptitle("p(target class) per occluder position (random-init weights; shared scale per "
                  "row)", fontsize=9)
     fig.tight_layout()
@@ -354,6 +361,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: AlexNet only, stride 16, one captum setting")
     parser.add_argument("--out", default=str(ROOT / "results"))
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw <out>/bench_occlusion.png from its JSON, no timing")
     parser.add_argument("--models", nargs="+", default=None,
                         help=f"default: {' '.join(DEFAULT_MODELS)} (--quick: alexnet resnet18)")
     parser.add_argument("--size", type=int, default=224)
@@ -376,6 +385,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parser.parse_args(argv)
     if args.worker:
         _worker(json.loads(args.worker), args.worker_out)
+        return None
+    if args.plot_only:
+        out = Path(args.out)
+        _plot(json.loads((out / "bench_occlusion.json").read_text()), out / "bench_occlusion.png")
         return None
     if args.quick:
         args.models, args.stride, args.ppe = args.models or ["alexnet", "resnet18"], 16, [8]
