@@ -201,7 +201,7 @@ if labelled else ''}</p>
     return _document(f"{card.name}: every channel", "../", body)
 
 
-def _links_html(card_of: dict, layer: str | None, pairs: list | None, title: str,
+def _links_html(layer: str | None, pairs: list | None, title: str,
                 through: int = 1) -> str:
     if not layer or not pairs:
         return ""
@@ -283,13 +283,11 @@ def _channel_html(card: LayerCard, record: dict, files: dict, opt: dict | None, 
 <div class="row"><div><h2>Optima</h2>{optimum}</div>{filt}</div>
 <div class="row"><div><h2>Activation histogram</h2>{_histogram_svg(record['histogram'], images)}
 <p class="muted">spatial maximum of the map per image, {images} images</p></div>{labels}</div>
-<div class="row">{_links_html({}, prev_layer, links.get('previous', [None] * (c + 1))[c]
-                               if links.get('previous') else None,
+<div class="row">{_links_html(prev_layer, links['previous'][c] if links.get('previous') else None,
                                'Strongest inputs (previous layer)',
                                links.get('through_previous', 1))}
-{_links_html({}, next_layer, links.get('next', [None] * (c + 1))[c]
-             if links.get('next') else None, 'Feeds most (next layer)',
-             links.get('through_next', 1))}</div>"""
+{_links_html(next_layer, links['next'][c] if links.get('next') else None,
+             'Feeds most (next layer)', links.get('through_next', 1))}</div>"""
     return _document(f"{card.name} channel {c}", "../../", body)
 
 
@@ -313,7 +311,6 @@ def write_site(out: Path, work: WorkDir, model: dict, data: dict, settings: dict
         info = load_layer(work, card.name, card.channels)
         info["dead"] = sum(1 for r in info["stats"]["channels"] if r["dead_fraction"] >= 1.0)
         layers[card.name] = info
-        info["optima_count"] = len(info["optima"])
     labelled = class_names is not None
     total = len(cards) + sum(c.channels for c in cards) + 1
     bar = tqdm(total=total, desc="pages", unit="page", disable=not progress)

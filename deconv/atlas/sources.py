@@ -175,8 +175,8 @@ def _from_string(source: str, model, limit: int | None) -> AtlasData:
         pixels = [s.image.tobytes() for s in crops.samples]
         return AtlasData(dataset, None, None, description,
                          _sha(repr(sorted(description.items())).encode(), *pixels),
-                         [f"{crops.describe(i)['photo']} {crops.describe(i)['box_ltrb']}"
-                          for i in range(len(dataset))], crops.source_boxes)
+                         [_crop_name(crops.describe(i)) for i in range(len(dataset))],
+                         crops.source_boxes)
     folder = Path(source)
     from deconv.samples import ImageFiles
 
@@ -191,6 +191,11 @@ def _from_string(source: str, model, limit: int | None) -> AtlasData:
     return AtlasData(files, None, None,
                      {"kind": "image folder", "source": str(folder), "images": len(files)},
                      digest.hexdigest(), [str(Path(p).relative_to(folder)) for p in files.files])
+
+
+def _crop_name(described: dict) -> str:
+    """A sample crop's caption: its photo and box."""
+    return f"{described['photo']} {described['box_ltrb']}"
 
 
 def _from_dataset(dataset: Dataset, class_names: list[str] | None) -> AtlasData:

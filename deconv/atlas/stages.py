@@ -25,7 +25,6 @@ from deconv.atlas.model_card import LayerCard
 from deconv.atlas.sources import AtlasData
 from deconv.atlas.stats import channel_summary, per_image_maxima
 from deconv.atlas.workdir import WorkDir, read_json, slug, write_json
-from deconv.layers import module_of
 from deconv.mining import TopKResult, mine_top_k
 
 __all__ = ["mine_layers", "project_layer", "optimize_layer", "image_path"]
@@ -145,11 +144,12 @@ def project_layer(model, data: AtlasData, card: LayerCard, work: WorkDir,
             for c in group:
                 files = {}
                 if c in tiles:
-                    for kind in tiles[c]:
-                        pictures.save_jpeg(pictures.strip(tiles[c][kind], tile),
+                    shown = {kind: v.float() / 255 for kind, v in tiles.pop(c).items()}
+                    for kind in shown:
+                        pictures.save_jpeg(pictures.strip(shown[kind], tile),
                                            work.out / image_path(name, c, kind))
                         files[kind] = image_path(name, c, kind)
-                    pictures.save_jpeg(pictures.to_pil(tiles[c]["deconv"][0], tile),
+                    pictures.save_jpeg(pictures.to_pil(shown["deconv"][0], tile),
                                        work.out / image_path(name, c, "thumb"))
                     files["thumb"] = image_path(name, c, "thumb")
                 if filters is not None:
@@ -171,7 +171,8 @@ def _as_bytes(image: torch.Tensor) -> torch.Tensor:
 def _project_group(engines: dict, data: AtlasData, result: TopKResult, name: str,
                    channels: list[int], field, deprocess: Callable, tile: int, units: int,
                    bar) -> dict[int, dict]:
-    """Per channel ``{"patches" | "deconv" | "guided": [k, 3, tile, tile]}`` in [0, 1].
+    """Per channel ``{"patches" | "deconv" | "guided": [k, 3, tile, tile]}`` uint8 tiles
+    (``/ 255`` gives the [0, 1] pixels).
 
     Patches and projections are cropped to the unit's display window (the receptive field,
     :func:`deconv.plots.topk_grids.unit_window`; the whole image for a ``[B, F]`` layer);
@@ -213,8 +214,8 @@ def _project_group(engines: dict, data: AtlasData, result: TopKResult, name: str
                                               percentile=DISPLAY_PERCENTILE)
                 tiles[kind][slot] = _as_bytes(pictures.fit(shown, tile))
         bar.update(len(batch_rows))
-    return {c: {kind: torch.stack([v[slot] for slot in sorted(v)]).float() / 255
-                for kind, v in tiles.items()} for c, tiles in out.items()}
+    return {c: {kind: torch.stack([v[slot] for slot in sorted(v)]) for kind, v in tiles.items()}
+            for c, tiles in out.items()}
 
 
 def optimize_layer(model, card: LayerCard, work: WorkDir, budget: int | None,
@@ -258,9 +259,3 @@ def load_layer(work: WorkDir, layer: str, channels: int) -> dict:
     return {"stats": read_json(work.layer(layer) / "stats.json"),
             "projections": work.records(layer, "projections", channels),
             "optima": work.records(layer, "optima", channels)}
-
-
-def model_device(model) -> torch.device:
-    """Where the network's parameters are."""
-    param = next(module_of(model).parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
