@@ -58,11 +58,11 @@ def mine_layers(model, data: AtlasData, layers: list[str], work: WorkDir, k: int
     result = mine_top_k(model, data.dataset, todo, mined_k, batch_size=batch_size,
                         checkpoint=checkpoint, progress=progress)
     if data.source_boxes is not None:
-        from deconv.mining.distinct import distinct_top_k, field_regions
+        from deconv.mining.distinct import distinct_fields
 
-        regions = field_regions(model, tuple(data.image(0).shape[-2:]), data.source_boxes)
-        result = distinct_top_k(result, regions, k=k, max_iou=DISTINCT["max_overlap"],
-                                measure=DISTINCT["measure"])
+        result = distinct_fields(result, model, tuple(data.image(0).shape[-2:]), k,
+                                 data.source_boxes, max_iou=DISTINCT["max_overlap"],
+                                 measure=DISTINCT["measure"])
     mined = time.perf_counter()
     tables = per_image_maxima(model, data.dataset, todo, batch_size, progress)
     for name in todo:

@@ -19,7 +19,7 @@ import torch
 from deconv.errors import InvalidArgumentError
 from deconv.mining.result import TopKResult
 
-__all__ = ["box_iou", "distinct_top_k", "field_regions", "RegionFn"]
+__all__ = ["box_iou", "distinct_top_k", "distinct_fields", "field_regions", "RegionFn"]
 
 #: ``regions(layer, image_ids, ys, xs) -> (groups, boxes)``: for ``[C, M]`` entries, the
 #: source each entry comes from (``[C, M]`` int64; entries of different sources never
@@ -163,3 +163,26 @@ def distinct_top_k(result: TopKResult, regions: RegionFn, k: int = 9,
     out.meta["distinct"] = {"max_iou": max_iou, "measure": measure, "candidates": result.k,
                             "short": short}
     return out
+
+
+def distinct_fields(result: TopKResult, model, input_size: tuple[int, int], k: int,
+                    to_source: Callable | None = None, max_iou: float = 0.5,
+                    measure: str = "iou") -> TopKResult:
+    """:func:`distinct_top_k` with receptive-field boxes (:func:`field_regions`): the step
+    after ``mine_top_k(..., k=k * candidates)`` in Fig. 2 and in the atlas.
+
+    Args:
+        result (TopKResult): mined with spare candidates.
+        model (nn.Module | LoadedModel): the mined network.
+        input_size (tuple[int, int]): ``(H, W)`` of the mined inputs.
+        k (int): entries to keep per channel.
+        to_source (Callable | None): maps boxes to the source's coordinates (see
+            :func:`field_regions`).
+        max_iou (float): largest overlap allowed (see :func:`distinct_top_k`).
+        measure (str): ``"iou"`` or ``"min"``.
+
+    Returns:
+        TopKResult: as :func:`distinct_top_k`.
+    """
+    regions = field_regions(model, tuple(input_size), to_source)
+    return distinct_top_k(result, regions, k=k, max_iou=max_iou, measure=measure)

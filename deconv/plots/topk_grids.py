@@ -277,12 +277,12 @@ def mine_and_draw(loaded, dataset, layers: Sequence[str | int], out: str | Path,
             f"warnings); give a folder of readable images")
     distinct = None
     if max_iou is not None:
-        from deconv.mining.distinct import distinct_top_k, field_regions
+        from deconv.mining.distinct import distinct_fields
 
         first = dataset[0]
         size = tuple((first[0] if isinstance(first, (tuple, list)) else first).shape[-2:])
-        regions = field_regions(loaded, size, getattr(dataset, "source_boxes", None))
-        result = distinct_top_k(result, regions, k=k, max_iou=max_iou, measure=overlap)
+        result = distinct_fields(result, loaded, size, k, getattr(dataset, "source_boxes", None),
+                                 max_iou=max_iou, measure=overlap)
         distinct = result.meta["distinct"]
     result.save(out / "topk.pt")
 
