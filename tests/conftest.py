@@ -45,6 +45,9 @@ def _snapshot(model: nn.Module) -> dict:
         "inplace": [getattr(m, "inplace", None) for m in model.modules()],
         "modules": [type(m) for m in model.modules()],
         "function modes": torch._C._len_torch_function_stack(),
+        # values too: an in-place add into an existing .grad keeps its id
+        "grad values": [None if p.grad is None else p.grad.detach().clone()
+                        for p in model.parameters()],
     }
 
 
@@ -72,6 +75,9 @@ class ModelGuard:
         for key in ("dtypes", "tensor hooks", "parameters", "requires_grad", "grads", "training",
                     "inplace", "modules"):
             assert after[key] == self.before[key], f"{key} changed{where}"
+        for i, (now, then) in enumerate(zip(after["grad values"], self.before["grad values"])):
+            assert (now is None) == (then is None) and (now is None or torch.equal(now, then)), \
+                f"the gradient of parameter {i} changed{where}"
 
 
 @pytest.fixture
