@@ -222,3 +222,24 @@ def test_efficientnet_lite0_projects_through_relu6_and_residuals():
     top = engine.top_units(images, 4, 3)
     out = engine.project(images, 4, top.units)
     assert out.shape == (3, 3, 64, 64) and torch.isfinite(out).all() and out.abs().sum() > 0
+
+
+def test_hook_added_after_a_first_call_falls_back_to_autograd():
+    """The chain check is cached, the user-hook check is not: a forward hook registered after
+    the first call sends the next call down the autograd path instead of raising."""
+    torch.manual_seed(0)
+    chain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Conv2d(4, 5, 3), torch.nn.ReLU()).double().eval()
+    images = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    units = torch.tensor([[0, 1, 2, 2], [1, 3, 1, 4]])
+    engine = GenericDeconvnet(chain)
+    first = engine.project(images, "4", units)
+    assert engine.uses_explicit_path("4")
+    handle = chain[3].register_forward_hook(lambda *_: None)
+    try:
+        assert not engine.uses_explicit_path("4")
+        again = engine.project(images, "4", units)
+    finally:
+        handle.remove()
+    assert engine.uses_explicit_path("4")
+    torch.testing.assert_close(again, first, rtol=1e-10, atol=1e-12)

@@ -143,15 +143,18 @@ class GenericDeconvnet(ProjectionEngine):
                 or self.compute_dtype is not None:
             return False
         name = self.resolve(layer)
-        if name not in self._chains:
-            if self._explicit is None:
-                self._explicit = Deconvnet(self.model)
-            try:
-                self._explicit.path(name)
-                self._chains[name] = True
-            except UnsupportedModuleError:
+        if self._chains.get(name) is False:  # not a chain: known from an earlier trace
+            return False
+        if self._explicit is None:
+            self._explicit = Deconvnet(self.model)
+        try:  # the trace is cached by the explicit engine; user hooks are checked every call
+            self._explicit.path(name)
+        except UnsupportedModuleError:
+            if name not in self._explicit._paths:  # the trace failed: remember it
                 self._chains[name] = False
-        return self._chains[name]
+            return False  # else a forward hook on the path (added later): autograd copes
+        self._chains[name] = True
+        return True
 
     def attribute(self, images: torch.Tensor, target, chunk_size: int = 32) -> torch.Tensor:
         """Project each image's class logit ``target`` to pixels (seeded with 1).
