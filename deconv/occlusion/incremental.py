@@ -82,14 +82,18 @@ def supports(model) -> tuple[bool, str]:
     Returns:
         tuple[bool, str]: ``(True, "")`` or ``(False, reason naming the unsupported node)``.
     """
-    module = module_of(model)
+    _, reason = _plan_or_reason(module_of(model))
+    return not reason, reason
+
+
+def _plan_or_reason(module) -> tuple[ChainPlan | None, str]:
+    """The model's chain plan, or None and why there is none (one trace)."""
     if module.training:
-        return False, "the model is in training mode; call model.eval()"
+        return None, "the model is in training mode; call model.eval()"
     try:
-        plan_chain(module)
+        return plan_chain(module), ""
     except IncrementalPlanError as exc:
-        return False, str(exc)
-    return True, ""
+        return None, str(exc)
 
 
 @dataclass
@@ -213,15 +217,15 @@ class IncrementalOcclusion(OcclusionEngine):
         self.bands, self.low_memory = bands, low_memory
         self._split_bytes = 3 << 20
         self.work: dict[str, dict] = {}
-        ok, reason = supports(self.module)
+        plan, reason = _plan_or_reason(self.module)  # traced once
         self.reason = reason
-        if not ok:
+        if plan is None:
             self._fall_back("incremental occlusion does not support this model", reason)
             return
         if compute_dtype is not None:
             self.image, self.fill = image.to(compute_dtype), self.fill.to(compute_dtype)
         with torch.no_grad():
-            self._build(plan_chain(self.module))
+            self._build(plan)
 
     # ------------------------------------------------------------------ cache (one forward)
     def _capture_index(self, plan: ChainPlan) -> tuple[str, str | int] | None:

@@ -152,7 +152,8 @@ def occlusion_sweep(model: nn.Module | WrappedModel,
     same_model = feature_model is None or feature_model is model
     f_module, f_wrapper = (module, wrapper) if same_model else _unwrap(feature_model,
                                                                        "feature_model")
-    m_engine, f_engine = resolve_engine(engine, module), resolve_engine(engine, f_module)
+    m_engine = resolve_engine(engine, module)
+    f_engine = m_engine if same_model else resolve_engine(engine, f_module)
     if feature is not None:
         warn_deprecated("occlusion_sweep(feature=(layer, channel))",
                         "pass layer=... and channel=... instead")
