@@ -47,6 +47,7 @@ from deconv.occlusion.engine_base import OcclusionEngine
 from deconv.occlusion.graph_plan import GraphPlan, NodeRule, plan_graph
 from deconv.occlusion.incremental_plan import IncrementalPlanError, affected_range
 from deconv.occlusion.outputs import OcclusionOutputs
+from deconv.occlusion.windows import flat_nhwc, occluded_window, paste_window
 
 __all__ = ["GraphOcclusion", "supports_graph"]
 
@@ -99,11 +100,6 @@ class _Store:
     width: int
     pad_top: int
     pad_left: int
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    """[1, C, H, W] -> [H*W, C] contiguous."""
-    return x[0].permute(1, 2, 0).reshape(-1, x.shape[1]).contiguous()
 
 
 def _nchw(values: torch.Tensor) -> torch.Tensor:
@@ -190,7 +186,7 @@ class GraphOcclusion(OcclusionEngine):
                 if self.rules[source].layout == "nhwc":  # [1, H, W, C] already
                     stores[key] = _Store(x[0].reshape(-1, x.shape[-1]), x.shape[2], 0, 0)
                 else:
-                    stores[key] = _Store(_flat(x), x.shape[-1], pads[2], pads[0])
+                    stores[key] = _Store(flat_nhwc(x), x.shape[-1], pads[2], pads[0])
             self._store_of[(user, source)] = key
 
         for name, rule in self.rules.items():
@@ -457,38 +453,18 @@ class GraphOcclusion(OcclusionEngine):
 
     def _input_window(self, region: Region, n_r: int, top: torch.Tensor, n_c: int,
                       left: torch.Tensor) -> _Win:
-        _, h, w = self.image.shape
-        r0, r1, c0, c1 = region
-        rows = top[:, None] + torch.arange(n_r)
-        cols = left[:, None] + torch.arange(n_c)
-        dev = self.image.device
-        index = (rows[:, :, None] * w + cols[:, None, :]).to(dev)
-        inside = (((rows >= r0[:, None]) & (rows < r1[:, None]))[:, :, None]
-                  & ((cols >= c0[:, None]) & (cols < c1[:, None]))[:, None, :]).to(dev)
-        image = _flat(self.image.unsqueeze(0))
-        fill = _flat(self.fill.unsqueeze(0))
-        return _Win(torch.where(inside.unsqueeze(-1), fill[index], image[index]), top, left)
+        return _Win(occluded_window(self.image, self.fill, top, n_r, left, n_c, region),
+                    top, left)
 
     def _gather(self, key: tuple, source: _Win, rows0: torch.Tensor, n_rows: int,
                 cols0: torch.Tensor, n_cols: int) -> torch.Tensor:
         """``[P, n_rows, n_cols, C]`` of a store from ``(rows0, cols0)`` (padded coordinates),
         with the source's changed window pasted in."""
         store = self.stores[key]
-        p, m_r, m_c, ch = source.values.shape
-        dev = source.values.device
-        rows = rows0[:, None] + torch.arange(n_rows)
-        cols = cols0[:, None] + torch.arange(n_cols)
-        index = rows[:, :, None] * store.width + cols[:, None, :]
-        window = store.flat.index_select(0, index.reshape(-1).to(dev))
-        tr = rows - store.pad_top - source.top[:, None]  # row inside the source window
-        tc = cols - store.pad_left - source.left[:, None]
-        valid = (((tr >= 0) & (tr < m_r))[:, :, None] & ((tc >= 0) & (tc < m_c))[:, None, :])
-        src = (torch.arange(p)[:, None, None] * (m_r * m_c) + tr[:, :, None] * m_c
-               + tc[:, None, :])
-        dst = valid.reshape(-1).nonzero().squeeze(1)
-        window.index_copy_(0, dst.to(dev), source.values.reshape(-1, ch).index_select(
-            0, src.reshape(-1)[dst].to(dev)))
-        return window.view(p, n_rows, n_cols, ch)
+        return paste_window(store.flat, store.width, 0, store.pad_top, store.pad_left,
+                            rows0[:, None] + torch.arange(n_rows),
+                            cols0[:, None] + torch.arange(n_cols), source.values, source.top,
+                            source.left)
 
     def _run_spatial(self, rule: NodeRule, x: torch.Tensor, top: torch.Tensor, n_r: int,
                      left: torch.Tensor, n_c: int) -> torch.Tensor:

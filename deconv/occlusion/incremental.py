@@ -67,6 +67,7 @@ from deconv.occlusion.incremental_plan import (
 )
 from deconv.occlusion.naive import layer_name
 from deconv.occlusion.outputs import OcclusionOutputs, reduce_capture
+from deconv.occlusion.windows import flat_nhwc, occluded_window, paste_window
 
 _SIZES_PER_AXIS = 4  # low-memory mode: window lengths per layer and axis
 
@@ -140,11 +141,6 @@ def _in_dtype(run, dtype: torch.dtype):
         return run(x.to(dtype)).to(x.dtype)
 
     return wrapped
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    """[1, C, H, W] -> [H*W, C] contiguous."""
-    return x[0].permute(1, 2, 0).reshape(-1, x.shape[1]).contiguous()
 
 
 def _avgpool_divisor(pool: nn.AvgPool2d, size_in: tuple[int, int], size_out: tuple[int, int],
@@ -290,7 +286,7 @@ class IncrementalOcclusion(OcclusionEngine):
                 self._spatial[i] = self._spatial_cache(stage, x, y, banded)
             layer = _Layer(tuple(y.shape[1:]))
             if where == ("prefix", i):
-                layer.flat, layer.total = _flat(y), y[0].to(torch.float64).sum((1, 2))
+                layer.flat, layer.total = flat_nhwc(y), y[0].to(torch.float64).sum((1, 2))
             stages.append(stage)
             self.layers.append(layer)
             shapes.append(layer.shape)
@@ -299,7 +295,7 @@ class IncrementalOcclusion(OcclusionEngine):
             where = ("tail_stage", where[1] - len(stages))
         self._capture_where = where
         self.plan, self.stages, self.tail_stages = plan, stages, tail_stages
-        self.prefix_output = _flat(x)
+        self.prefix_output = flat_nhwc(x)
         self.reference = self._tail(x.to(self.out_dtype, copy=True), self.reference_capture())
         for i, stage in enumerate(stages):
             if stage.kind == "spatial":
@@ -343,7 +339,7 @@ class IncrementalOcclusion(OcclusionEngine):
         if banded:  # rows are computed when a batch needs them
             padded = x.new_empty((0, x.shape[1]))
         else:
-            padded = _flat(F.pad(x, (gc.pad, need_c - w - gc.pad, gr.pad, need_r - h - gr.pad),
+            padded = flat_nhwc(F.pad(x, (gc.pad, need_c - w - gc.pad, gr.pad, need_r - h - gr.pad),
                                  value=stage.pad_value))
         return SpatialCache(padded, need_c, gr.pad, gc.pad, (h, w), (ho, wo), divisor,
                             banded=banded)
@@ -521,43 +517,22 @@ class IncrementalOcclusion(OcclusionEngine):
         return windows
 
     def _input_state(self, win: _Window) -> _State:
-        c, h, w = self.layers[0].shape
-        dev = self.image.device
-        nr, top, r0, r1, nc, left, c0, c1 = (win.n_r, win.top, win.r0, win.r1, win.n_c,
-                                             win.left, win.c0, win.c1)
-        rows = top[:, None] + torch.arange(nr)
-        cols = left[:, None] + torch.arange(nc)
-        index = (rows[:, :, None] * w + cols[:, None, :]).to(dev)
-        inside = (((rows >= r0[:, None]) & (rows < r1[:, None]))[:, :, None]
-                  & ((cols >= c0[:, None]) & (cols < c1[:, None]))[:, None, :]).to(dev)
-        image_flat = _flat(self.image.unsqueeze(0))
-        fill_flat = _flat(self.fill.unsqueeze(0))
-        values = torch.where(inside.unsqueeze(-1), fill_flat[index], image_flat[index])
-        return _State(values, top, left, (r0, r1, c0, c1))
+        box = (win.r0, win.r1, win.c0, win.c1)
+        values = occluded_window(self.image, self.fill, win.top, win.n_r, win.left, win.n_c,
+                                 box)
+        return _State(values, win.top, win.left, box)
 
     def _gather(self, cache: SpatialCache, state: _State, stage: Stage, top: torch.Tensor,
                 left: torch.Tensor, n_out: tuple[int, int]) -> torch.Tensor:
         """Input windows ``[P, C, h, w]`` of a spatial stage: cache with the changed part pasted."""
         gr, gc = stage.geometry
-        dev = state.values.device
-        p, m_r, m_c, ch = state.values.shape
         h_in = (n_out[0] - 1) * gr.stride + gr.span
         w_in = (n_out[1] - 1) * gc.stride + gc.span
         rows = top[:, None] * gr.stride + torch.arange(h_in)  # padded coordinates
         cols = left[:, None] * gc.stride + torch.arange(w_in)
-        index = (rows[:, :, None] - cache.lo) * cache.padded_width + cols[:, None, :]
-        window = cache.padded.index_select(0, index.reshape(-1).to(dev))
-        tr = rows - cache.pad_top - state.top[:, None]  # row inside the changed window
-        tc = cols - cache.pad_left - state.left[:, None]
-        valid = (((tr >= 0) & (tr < m_r))[:, :, None] & ((tc >= 0) & (tc < m_c))[:, None, :])
-        source = (torch.arange(p)[:, None, None] * (m_r * m_c) + tr[:, :, None] * m_c
-                  + tc[:, None, :])
-        valid = valid.reshape(-1)
-        dst = valid.nonzero().squeeze(1)
-        src = source.reshape(-1)[dst]
-        window.index_copy_(0, dst.to(dev), state.values.reshape(-1, ch).index_select(
-            0, src.to(dev)))
-        return window.view(p, h_in, w_in, ch).permute(0, 3, 1, 2)
+        window = paste_window(cache.padded, cache.padded_width, cache.lo, cache.pad_top,
+                              cache.pad_left, rows, cols, state.values, state.top, state.left)
+        return window.permute(0, 3, 1, 2)
 
     def _run_window(self, stage: Stage, cache: SpatialCache, x: torch.Tensor, top, left,
                     n_out) -> torch.Tensor:
