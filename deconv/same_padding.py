@@ -27,14 +27,15 @@ class SamePad2d(nn.Module):
         super().__init__()
         self.kernel, self.stride = kernel, stride
 
-    def _pads(self, n: int) -> tuple[int, int]:
+    def pads(self, n: int) -> tuple[int, int]:
+        """(before, after) zero rows (or columns) for an input of size ``n``."""
         total = max((math.ceil(n / self.stride) - 1) * self.stride + self.kernel - n, 0)
         return total // 2, total - total // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad ``x`` [B, C, H, W] so that the conv gives ``ceil(H / stride)`` rows."""
-        top, bottom = self._pads(x.shape[-2])
-        left, right = self._pads(x.shape[-1])
+        top, bottom = self.pads(x.shape[-2])
+        left, right = self.pads(x.shape[-1])
         return F.pad(x, (left, right, top, bottom))
 
     def extra_repr(self) -> str:

@@ -223,7 +223,7 @@ def test_hed_edge_map_needs_side_outputs():
 def test_same_pad_matches_tensorflow_formula(n, k, s, pads):
     """Hand-computed TF 'SAME': out = ceil(n/s), total = (out-1)*s + k - n, extra at the end."""
     pad = lite.SamePad2d(k, s)
-    assert pad._pads(n) == pads
+    assert pad.pads(n) == pads
     y = nn.functional.conv2d(pad(torch.ones(1, 1, n, n)), torch.ones(1, 1, k, k), stride=s)
     assert y.shape[-1] == -(-n // s)
 

@@ -37,7 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from deconv.occlusion.incremental_plan import IncrementalPlanError, SpatialGeometry
+from deconv.occlusion.incremental_plan import (
+    IncrementalPlanError,
+    SpatialGeometry,
+    _conv_geometry,
+    _pool_geometry,
+)
 from deconv.same_padding import SamePad2d
 
 __all__ = ["NodeRule", "SpatialOp", "GraphPlan", "plan_graph", "trace_graph"]
@@ -231,10 +236,6 @@ def _functionalize(graph_module: fx.GraphModule) -> None:
     graph_module.recompile()
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
 def _not_inplace(module: nn.Module) -> nn.Module:
     """A shallow copy of an in-place activation that writes a new tensor (same parameters)."""
     if getattr(module, "inplace", False):
@@ -264,27 +265,16 @@ def _node_call(node: fx.Node, modules: dict[str, nn.Module]) -> Callable:
 def _conv_spatial(conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> SpatialOp | str:
     if conv.padding_mode != "zeros":
         return f"pads with {conv.padding_mode!r}, not zeros"
-    k, s, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
-    if conv.padding == "valid":
-        p = (0, 0)
-    elif conv.padding == "same":  # PyTorch puts the odd pixel after (bottom/right)
-        p = tuple(d[i] * (k[i] - 1) // 2 for i in range(2))
-    else:
-        p = _pair(conv.padding)
-    geometry = tuple(SpatialGeometry(k[i], s[i], p[i], d[i]) for i in range(2))
-    return SpatialOp("conv", conv, geometry, 0.0, tuple(x.shape[-2:]), tuple(y.shape[-2:]))
+    # "same": PyTorch puts the odd pixel after (bottom/right), the geometry's leading pad
+    return SpatialOp("conv", conv, _conv_geometry(conv), 0.0, tuple(x.shape[-2:]),
+                     tuple(y.shape[-2:]))
 
 
 def _pool_spatial(pool: nn.Module, x: torch.Tensor, y: torch.Tensor) -> SpatialOp | str:
     if getattr(pool, "return_indices", False):
         return "returns indices"
-    k = _pair(pool.kernel_size)
-    s = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
-    p = _pair(pool.padding)
-    d = _pair(getattr(pool, "dilation", 1))
-    geometry = tuple(SpatialGeometry(k[i], s[i], p[i], d[i]) for i in range(2))
     op = "max" if isinstance(pool, nn.MaxPool2d) else "avg"
-    return SpatialOp(op, pool, geometry, -float("inf") if op == "max" else 0.0,
+    return SpatialOp(op, pool, _pool_geometry(pool), -float("inf") if op == "max" else 0.0,
                      tuple(x.shape[-2:]), tuple(y.shape[-2:]))
 
 
@@ -503,8 +493,7 @@ class _Classifier:
             spatial = _pool_spatial(module, x, y)
             return ("full", spatial) if isinstance(spatial, str) else ("spatial", spatial)
         if isinstance(module, SamePad2d):  # TF "SAME": the odd pixel goes bottom/right
-            extra_r, extra_c = y.shape[-2] - x.shape[-2], y.shape[-1] - x.shape[-1]
-            pads = (extra_c // 2, extra_c - extra_c // 2, extra_r // 2, extra_r - extra_r // 2)
+            pads = (*module.pads(x.shape[-1]), *module.pads(x.shape[-2]))  # (l, r, t, b)
             return "spatial", _pad_spatial(pads, 0.0, x, y)
         if isinstance(module, nn.BatchNorm2d):
             if module.training or module.running_mean is None:
