@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 
+from deconv.cli.arguments import LAYER_HELP, nonnegative_int, positive_int
 from deconv.zoo import list_models
 
 
@@ -33,18 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a folder of images, 'samples' (crops of the offline sample photos), "
                         "'fashion-mnist:test' or 'fashion-mnist:train'")
     p.add_argument("--layers", required=True, nargs="+",
-                   help="module names or paper layer numbers")
+                   help=f"one or more; each a {LAYER_HELP}")
     p.add_argument("--out", required=True, help="the atlas folder")
-    p.add_argument("--k", type=int, default=9, help="top images per channel (default 9)")
+    p.add_argument("--k", type=positive_int, default=9, help="top images per channel (default 9)")
     p.add_argument("--quick", action="store_true",
                    help="smoke build: the first 300 images, 16 optimisation steps, every page")
-    p.add_argument("--limit", type=int, default=None, help="mine only the first N images")
-    p.add_argument("--optima", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None, help="mine only the first N images")
+    p.add_argument("--optima", type=nonnegative_int, default=None,
                    help="optimise at most N more channels per layer in this run (default: "
                         "all; 0: none); rerun to fill in the rest")
-    p.add_argument("--optima-steps", type=int, default=None,
+    p.add_argument("--optima-steps", type=positive_int, default=None,
                    help="Adam steps per optimum (default 128; --quick 16)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward when mining")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="images per forward when mining")
     p.add_argument("--no-guided", action="store_true",
                    help="skip the guided-backprop projections (the slowest stage on big models)")
     p.add_argument("--rebuild", action="store_true",
@@ -60,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from deconv.atlas import build_atlas
 
     loaded = deconv.load_model(args.model, device=args.device, weights=args.weights)
-    layers = [int(x) if x.isdigit() and int(x) in loaded.layers else x for x in args.layers]
-    build = build_atlas(loaded, args.data, layers, args.out, k=args.k, quick=args.quick,
+    build = build_atlas(loaded, args.data, args.layers, args.out, k=args.k, quick=args.quick,
                         limit=args.limit, optima=args.optima, optima_steps=args.optima_steps,
                         batch_size=args.batch_size, guided=not args.no_guided,
                         rebuild=args.rebuild,
