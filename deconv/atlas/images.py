@@ -14,19 +14,11 @@ import torch
 from PIL import Image
 
 from deconv.plots.scaling import normalize_for_display
+from deconv.plots.topk_grids import fit_tile as fit  # the Fig. 2 grids' resize, one rule
 
 __all__ = ["fit", "to_pil", "save_jpeg", "strip", "filter_image", "JPEG_QUALITY"]
 
 JPEG_QUALITY = 85
-
-
-def fit(image: torch.Tensor, side: int) -> torch.Tensor:
-    """Resize ``[3, h, w]`` to ``side`` x ``side``: nearest when enlarging (a small field keeps
-    its pixels), area averaging when shrinking."""
-    if tuple(image.shape[-2:]) == (side, side):
-        return image
-    mode = "nearest" if max(image.shape[-2:]) <= side else "area"
-    return torch.nn.functional.interpolate(image[None], size=(side, side), mode=mode)[0]
 
 
 def to_pil(image: torch.Tensor, side: int | None = None) -> Image.Image:

@@ -30,7 +30,7 @@ from deconv.plots.scaling import DISPLAY_PERCENTILE, normalize_for_display
 from deconv.receptive_field import receptive_field
 from deconv.validation import check_channel
 
-__all__ = ["TopKPanel", "unit_window", "crop", "pick_channels", "top_k_panels",
+__all__ = ["TopKPanel", "unit_window", "crop", "fit_tile", "pick_channels", "top_k_panels",
            "render_top_k_figure", "mine_and_draw"]
 
 
@@ -131,17 +131,19 @@ def top_k_panels(model, result: TopKResult, image_of: Callable[[int], torch.Tens
         panel.image_ids.append(entry.image_id)
         shown = normalize_for_display(crop(projections[j], window),
                                       percentile=DISPLAY_PERCENTILE)
-        panel.projections.append(_resize(shown, tile))
-        panel.patches.append(_resize(crop(pixels[j], window), tile))
+        panel.projections.append(fit_tile(shown, tile))
+        panel.patches.append(fit_tile(crop(pixels[j], window), tile))
     for panel in panels.values():
         panel.projections = torch.stack(panel.projections) if panel.projections else None
         panel.patches = torch.stack(panel.patches) if panel.patches else None
     return [panels[c] for c in channels if panels[c].patches is not None]
 
 
-def _resize(image: torch.Tensor, side: int) -> torch.Tensor:
+def fit_tile(image: torch.Tensor, side: int) -> torch.Tensor:
     """Resize ``[3, h, w]`` in [0, 1] to ``side`` x ``side`` (nearest when enlarging small
     fields, so single pixels stay visible; area averaging when shrinking)."""
+    if tuple(image.shape[-2:]) == (side, side):
+        return image
     mode = "nearest" if max(image.shape[-2:]) <= side else "area"
     return torch.nn.functional.interpolate(image[None], size=(side, side), mode=mode)[0]
 
