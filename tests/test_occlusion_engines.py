@@ -48,8 +48,9 @@ def test_every_engine_has_one_interface_and_releases_its_caches(engine):
     assert runner.closed and not hasattr(runner, "image")  # caches dropped on leaving
     with pytest.raises(RuntimeError, match="closed"):
         runner.outputs(BOXES)
-    only = engine(model, image, 0.0, layer="1", need_output=False).outputs(BOXES)
+    only = engine(model, image, 0.0, layer="1", need_output=False, batch_size=2).outputs(BOXES)
     assert only.output is None and only.captured.shape == (3, 4)
+    torch.testing.assert_close(only.captured, want.captured, rtol=0, atol=1e-10)
 
 
 def test_nothing_outlives_a_sweep():

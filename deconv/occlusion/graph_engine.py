@@ -339,13 +339,14 @@ class GraphOcclusion(OcclusionEngine):
                 index = order[start:start + self.batch_size]
                 output, captured = self._batch({k: tuple(v[index] for v in r)
                                                 for k, r in regions.items()})
-                outs.append(output.to(self.out_dtype))
+                if output is not None:
+                    outs.append(output.to(self.out_dtype))
                 caps.append(captured)
-        output = torch.cat(outs)
+        output = torch.cat(outs) if outs else None
         captured = torch.cat(caps) if caps[0] is not None else None
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order))
-        inverse = inverse.to(output.device)
+        inverse = inverse.to((output if output is not None else captured).device)
         return OcclusionOutputs(output[inverse].contiguous() if self.need_output else None,
                                 captured[inverse].contiguous() if captured is not None else None)
 
@@ -360,7 +361,8 @@ class GraphOcclusion(OcclusionEngine):
         rows = torch.stack(keys, 1).tolist()
         return torch.tensor(sorted(range(count), key=rows.__getitem__), dtype=torch.long)
 
-    def _batch(self, regions: dict[str, Region]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _batch(self, regions: dict[str, Region]
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         env: dict[str, object] = {}
         captured = None
         count = len(next(iter(regions.values()))[0])
@@ -374,6 +376,8 @@ class GraphOcclusion(OcclusionEngine):
             env[name] = value
             if name == self._capture_node:
                 captured = self._captured(value)
+                if not self.need_output:  # the layer is all that is asked for: stop here
+                    return None, captured
             for source in rule.node.all_input_nodes:
                 if self._last_use.get(source.name) == i:
                     env.pop(source.name, None)
