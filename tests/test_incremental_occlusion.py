@@ -288,19 +288,6 @@ def test_no_hooks_left_and_model_unchanged(model_guard):
     guard.check("after failing calls")
 
 
-def test_bad_arguments():
-    model = _Head(2).double().eval()
-    image = torch.randn(3, 20, 20, dtype=torch.float64)
-    with pytest.raises(ValueError, match="fill"):
-        IncrementalOcclusion(model, image, torch.zeros(2))
-    with pytest.raises(ValueError, match="unknown layer"):
-        IncrementalOcclusion(model, image, 0.0, layer="nope")
-    with pytest.raises(ValueError, match="max_fraction"):
-        IncrementalOcclusion(model, image, 0.0, max_fraction=0)
-    with pytest.raises(ValueError, match="boxes"):
-        IncrementalOcclusion(model, image, 0.0).outputs(torch.zeros(3, 2))
-
-
 def test_approximate_mode_is_exact_at_full_fraction_and_close_below():
     _seed(6)
     model = _Head(2).double().eval()

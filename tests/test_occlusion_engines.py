@@ -53,6 +53,20 @@ def test_every_engine_has_one_interface_and_releases_its_caches(engine):
     torch.testing.assert_close(only.captured, want.captured, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("engine", [IncrementalOcclusion, GraphOcclusion])
+def test_bad_arguments(engine):
+    """The shared checks of the exact engines (engine_base), each with its message."""
+    model, image = _chain(), _image()
+    with pytest.raises(ValueError, match="fill"):
+        engine(model, image, torch.zeros(2))
+    with pytest.raises(ValueError, match="unknown layer"):
+        engine(model, image, 0.0, layer="nope")
+    with pytest.raises(ValueError, match="max_fraction"):
+        engine(model, image, 0.0, max_fraction=0)
+    with pytest.raises(ValueError, match="boxes"):
+        engine(model, image, 0.0).outputs(torch.zeros(3, 2))
+
+
 def test_nothing_outlives_a_sweep():
     """No module-level engine cache: the image of a finished sweep can be garbage-collected."""
     import deconv.occlusion.incremental as incremental
