@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deconv.errors import InvalidArgumentError
+from deconv.model_state import registered_hooks
 
 __all__ = ["record_switches", "transplanted_switches", "switch_agreement"]
 
@@ -54,16 +55,10 @@ def record_switches(model: nn.Module, images: torch.Tensor) -> dict[str, torch.T
         dict[str, torch.Tensor]: module name -> int64 indices ``[N, C, h, w]``.
     """
     switches: dict[str, torch.Tensor] = {}
-    handles = []
-    try:
-        for name, pool in _pools(model):
-            handles.append(pool.register_forward_hook(
-                lambda m, inputs, _out, name=name: switches.__setitem__(
-                    name, _indices(m, inputs[0]))))
+    with registered_hooks(pool.register_forward_hook(
+            lambda m, inputs, _out, name=name: switches.__setitem__(name, _indices(m, inputs[0])))
+            for name, pool in _pools(model)):
         model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
     return switches
 
 
@@ -93,15 +88,9 @@ def transplanted_switches(model: nn.Module, donor: torch.Tensor) -> Iterator[dic
         idx = idx[:x.shape[0]]
         return x.flatten(2).gather(2, idx.flatten(2)).view_as(output)
 
-    handles = []
-    try:
-        for name, pool in _pools(model):
-            handles.append(pool.register_forward_hook(
-                lambda m, i, o, name=name: hook(m, i, o, name)))
+    with registered_hooks(pool.register_forward_hook(
+            lambda m, i, o, name=name: hook(m, i, o, name)) for name, pool in _pools(model)):
         yield switches
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def switch_agreement(model: nn.Module, images_a: torch.Tensor,
