@@ -39,8 +39,6 @@ __all__ = ["UnknownLayerError", "ReusedModuleError", "module_of", "layer_names",
 _PAPER_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[int, str]] = weakref.WeakKeyDictionary()
 
 
-
-
 def module_of(model) -> nn.Module:
     """Return the ``nn.Module`` of a model or of a :class:`~deconv.zoo.LoadedModel`.
 

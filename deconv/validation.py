@@ -7,7 +7,6 @@ calls the same ones, so an input is refused the same way wherever it comes in.
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from pathlib import Path
@@ -279,14 +278,3 @@ def check_output_dir(out, inputs=(), create: bool = True) -> Path:
         if not os.access(out, os.W_OK):
             raise OutputPathError(f"output folder {out} is not writable")
     return out
-
-
-def check_probability(name: str, value, low_open: bool = False) -> float:
-    """Return ``value`` if it is a finite number in [0, 1] (``(0, 1]`` with ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(
-            value):
-        raise InvalidTypeError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not (0 < value <= 1 if low_open else 0 <= value <= 1):
-        raise InvalidArgumentError(f"{name} must be in {'(0, 1]' if low_open else '[0, 1]'}, "
-                                             f"got {value}")
-    return float(value)

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                "occlusion": {"patch": args.patch, "stride": args.stride}}
     maps, record = {}, {"model": args.model, "images": [n for n, _ in pictures],
                         "targets": [loaded.categories[t] for t in targets], "methods": {}}
-    bar = tqdm(methods, desc="methods", unit="method", disable=getattr(args, "no_progress", False))
+    bar = tqdm(methods, desc="methods", unit="method", disable=args.no_progress)
     for name in bar:
         bar.set_postfix_str(name)
         start = time.perf_counter()

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         loaded, objective, batch=len(objectives), size=args.size, steps=args.steps, lr=args.lr,
         parametrization=args.parametrization, decorrelate=not args.no_decorrelate,
         transforms=None if args.no_transforms else "standard", seed=args.seed,
-        device=args.device, progress=not getattr(args, "no_progress", False))
+        device=args.device, progress=not args.no_progress)
     inputs = loaded.normalize(result.images.to(args.device))
     means = evaluate(loaded, channel(name, args.channel), inputs).cpu()
     pre_means = (evaluate(loaded, channel(name, args.channel, pre_activation=True), inputs).cpu()

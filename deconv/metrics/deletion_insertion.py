@@ -120,10 +120,9 @@ def blur_substrate(image: torch.Tensor, kernel_size: int = 11, sigma: float = 5.
         x = torch.arange(kernel_size, dtype=batch.dtype, device=batch.device) - kernel_size // 2
         kernel_1d = torch.exp(-x.pow(2) / (2 * sigma**2))
         kernel_1d = kernel_1d / kernel_1d.sum()
-    kernel = kernel_1d
-    channels = batch.shape[1]
-    rows = kernel.view(1, 1, kernel_size, 1).expand(channels, 1, kernel_size, 1)
-    cols = kernel.view(1, 1, 1, kernel_size).expand(channels, 1, 1, kernel_size)
+    channels = batch.shape[1]  # the 1-D kernel along rows, then along columns
+    rows = kernel_1d.view(1, 1, kernel_size, 1).expand(channels, 1, kernel_size, 1)
+    cols = kernel_1d.view(1, 1, 1, kernel_size).expand(channels, 1, 1, kernel_size)
     pad = kernel_size // 2
     out = F.conv2d(batch, rows, padding=(pad, 0), groups=channels)
     out = F.conv2d(out, cols, padding=(0, pad), groups=channels)
