@@ -6,13 +6,13 @@ interrupted build never leaves half a picture behind.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from deconv.atlas.workdir import atomic_write
 from deconv.plots.scaling import normalize_for_display
 from deconv.plots.topk_grids import fit_tile as fit  # the Fig. 2 grids' resize, one rule
 
@@ -37,12 +37,8 @@ def to_pil(image: torch.Tensor, side: int | None = None) -> Image.Image:
 
 def save_jpeg(image: Image.Image, path: str | Path, quality: int = JPEG_QUALITY) -> Path:
     """Write ``image`` as a JPEG at ``path`` atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="JPEG", quality=quality, optimize=True)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="JPEG", quality=quality,
+                                                     optimize=True))
 
 
 def strip(tiles: torch.Tensor, side: int, gap: int = 2) -> Image.Image:

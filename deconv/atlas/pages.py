@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 
 from deconv.atlas.model_card import LayerCard
 from deconv.atlas.stages import load_layer
-from deconv.atlas.workdir import WORK, WorkDir, slug, write_json
+from deconv.atlas.workdir import WORK, WorkDir, atomic_write, slug, write_json
 
 __all__ = ["write_site", "layer_page", "channel_page"]
 
@@ -60,10 +59,7 @@ def _document(title: str, root: str, body: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _histogram_svg(histogram: dict, images: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from deconv.errors import CheckpointMismatchError
@@ -30,13 +31,21 @@ def slug(layer: str) -> str:
     return safe or "input"
 
 
-def write_json(path: Path, data) -> Path:
-    """Write ``data`` as JSON atomically."""
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a temporary name beside ``path``, then move it there in one step, so
+    an interrupted build never leaves half a file behind; returns ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def write_json(path: Path, data) -> Path:
+    """Write ``data`` as JSON atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(
+        json.dumps(data, indent=1, sort_keys=True) + "\n"))
 
 
 def read_json(path: Path):
