@@ -122,16 +122,10 @@ def _channels(loaded, name: str, size: int, device: str) -> int:
     """Channels of layer ``name`` on a ``size`` x ``size`` input (one forward of zeros)."""
     import torch
 
-    from deconv.mining.taps import LayerTaps
-
-    counts: dict[str, int] = {}
-
-    def count(layer: str, output: torch.Tensor) -> None:
-        counts[layer] = int(output.shape[1])
+    from deconv.mining.taps import channel_counts
 
     param = next(loaded.model.parameters())
     conv = next((m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     channels = conv.in_channels if conv is not None else 3
-    with LayerTaps(loaded, [name], count) as taps:
-        taps.run(torch.zeros(1, channels, size, size, device=device, dtype=param.dtype))
-    return counts[name]
+    zeros = torch.zeros(1, channels, size, size, device=device, dtype=param.dtype)
+    return channel_counts(loaded, zeros, [name])[name]

@@ -17,7 +17,7 @@ from deconv.errors import InvalidArgumentError, LayerNotRunError
 from deconv.layers import ReusedModuleError, check_tapped, module_of, resolve_layer
 from deconv.model_state import StopForward, eval_mode, registered_hooks
 
-__all__ = ["LayerTaps", "ReusedModuleError"]
+__all__ = ["LayerTaps", "ReusedModuleError", "channel_counts"]
 
 
 class LayerTaps:
@@ -107,3 +107,15 @@ class LayerTaps:
         if missing:
             raise LayerNotRunError(f"layers {missing} did not run during forward(); they are not "
                                        f"used by the model's forward pass")
+
+
+def channel_counts(model, images: torch.Tensor, layers) -> dict[str, int]:
+    """Channels of each of ``layers`` (module names), from one forward of ``images``."""
+    counts: dict[str, int] = {}
+
+    def count(name: str, output: torch.Tensor) -> None:
+        counts[name] = int(output.shape[1])
+
+    with LayerTaps(model, list(layers), count) as taps:
+        taps.run(images)
+    return counts

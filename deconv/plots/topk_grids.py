@@ -337,12 +337,7 @@ def _channel_counts(loaded, dataset, names: Sequence[str]) -> dict[str, int]:
     """Channels of each layer, from one forward of the first readable item of ``dataset``."""
     import warnings
 
-    from deconv.mining.taps import LayerTaps
-
-    counts: dict[str, int] = {}
-
-    def count(name: str, output: torch.Tensor) -> None:
-        counts[name] = int(output.shape[1])
+    from deconv.mining.taps import channel_counts
 
     for i in range(min(len(dataset), 16)):
         with warnings.catch_warnings(record=True):  # the mining run reports bad files
@@ -352,7 +347,5 @@ def _channel_counts(loaded, dataset, names: Sequence[str]) -> dict[str, int]:
         if isinstance(item, torch.Tensor):
             param = next(module_of(loaded).parameters(), None)
             batch = item[None] if param is None else item[None].to(param.device, param.dtype)
-            with LayerTaps(loaded, names, count) as taps:
-                taps.run(batch)
-            return counts
+            return channel_counts(loaded, batch, names)
     return {}
